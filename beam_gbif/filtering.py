@@ -1,0 +1,75 @@
+"""FilterMedia: keep records of usable licences, and one record per URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list
+from beam_gbif.records import MediaRecord
+
+METRICS_NAMESPACE = "beam_gbif"
+DUPLICATE_URLS = "duplicate_urls"
+EXCLUDED_BY_LICENSE = "excluded_by_license"
+
+
+class _KeepLicenses(beam.DoFn):
+    def __init__(self, allowed: frozenset[str]):
+        self._allowed = allowed
+        self._excluded = Metrics.counter(METRICS_NAMESPACE, EXCLUDED_BY_LICENSE)
+
+    def process(self, record: MediaRecord) -> Iterable[MediaRecord]:
+        if record.license_code in self._allowed:
+            yield record
+        else:
+            self._excluded.inc()
+
+
+def _lowest_occurrence(records: Iterable[MediaRecord]) -> MediaRecord:
+    # Ties on the occurrence key are broken on the whole record, so the pick never depends
+    # on the order a runner delivers the duplicates in.
+    return min(records, key=lambda r: (r.occurrence_key, repr(r)))
+
+
+class _CountDuplicates(beam.DoFn):
+    def __init__(self) -> None:
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, DUPLICATE_URLS)
+
+    def process(self, keyed: tuple[str, list[MediaRecord]]) -> Iterable[MediaRecord]:
+        _, records = keyed
+        records = list(records)
+        if len(records) > 1:
+            self._duplicates.inc(len(records) - 1)
+        yield _lowest_occurrence(records)
+
+
+class DeduplicateUrls(beam.PTransform):
+    """Identical URLs are one file: keep the record with the lowest occurrence key."""
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return records | "KeyByUrl" >> beam.Map(lambda r: (r.url, r)) | "GroupByUrl" >> beam.GroupByKey() | "KeepLowestOccurrence" >> beam.ParDo(_CountDuplicates())
+
+
+class FilterMedia(beam.PTransform):
+    """Licence filter (when ``licenses`` is given), then URL de-duplication."""
+
+    def __init__(self, licenses: Iterable[str] = ()):
+        super().__init__()
+        self._licenses = frozenset(licenses)
+
+    @classmethod
+    def from_options(cls, options: GbifMediaOptions) -> FilterMedia:
+        from beam_gbif.licenses import KNOWN_LICENSE_CODES
+
+        codes = parse_csv_list(options.licenses)
+        unknown = [code for code in codes if code not in KNOWN_LICENSE_CODES]
+        if unknown:
+            raise OptionError(f"--licenses: unknown licence code(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_LICENSE_CODES))}")
+        return cls(codes)
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        if self._licenses:
+            records = records | "KeepLicenses" >> beam.ParDo(_KeepLicenses(self._licenses))
+        return records | "DeduplicateUrls" >> DeduplicateUrls()

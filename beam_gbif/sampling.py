@@ -1,0 +1,14 @@
+"""SampleStreams (placeholder: passes every record through until the sampling work lands)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+
+class SampleStreams(beam.PTransform):
+    @classmethod
+    def from_options(cls, options) -> SampleStreams:
+        return cls()
+
+    def expand(self, records):
+        return records

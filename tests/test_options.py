@@ -1,0 +1,96 @@
+"""Option parsing: clear errors for bad input, the same values from a CLI and a template."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from beam_gbif.options import (
+    GbifMediaOptions,
+    OptionError,
+    is_dry_run,
+    normalize_argv,
+    parse_query,
+    parse_ratios,
+    parse_subset_streams,
+)
+from pipelines.gbif_media import DEFAULT_LOCAL_RUNNER, make_options
+
+
+def test_query_lists_and_scalars_become_string_lists():
+    query = parse_query('{"speciesKey": [5352251, 3190653], "country": "FR", "hasCoordinate": true}')
+    assert query == {"speciesKey": ["5352251", "3190653"], "country": ["FR"], "hasCoordinate": ["true"]}
+
+
+def test_query_from_file(tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps({"datasetKey": ["a", "b"]}))
+    assert parse_query(f"@{path}") == {"datasetKey": ["a", "b"]}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"speciesKey": [1,', "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"speciesKey": []}', "empty list"),
+        ('{"speciesKey": {"a": 1}}', "unsupported value"),
+        ("@/nonexistent/query.json", "cannot read"),
+    ],
+)
+def test_bad_query_is_a_clear_error(text, message):
+    with pytest.raises(OptionError, match=message):
+        parse_query(text)
+
+
+def test_ratios_accept_pairs_and_json():
+    assert parse_ratios("train=0.9,test=0.1") == {"train": 0.9, "test": 0.1}
+    assert parse_ratios('{"train": 0.8, "val": 0.1, "test": 0.1}') == {"train": 0.8, "val": 0.1, "test": 0.1}
+    assert parse_ratios(None) == {}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train=0.9,test=0.2", "sum to 1"),
+        ("train=0.9,test", "not name=ratio"),
+        ("train=abc,test=0.1", "not a number"),
+        ("train=1.1,test=-0.1", ">= 0"),
+        ("../x=1", "not a valid split name"),
+        ("train=0.5,train=0.5", "given twice"),
+    ],
+)
+def test_bad_ratios_are_clear_errors(text, message):
+    with pytest.raises(OptionError, match=message):
+        parse_ratios(text)
+
+
+def test_subset_streams_rules_are_checked():
+    assert parse_subset_streams('{"test": {"datasetKey": ["x"]}, "train": "*"}')["train"] == "*"
+    with pytest.raises(OptionError, match="rule of 'test'"):
+        parse_subset_streams('{"test": 3}')
+
+
+def test_label_and_dry_run_map_onto_their_destinations():
+    argv = normalize_argv(["--label", "scientificName", "--dry_run", "--label=family"])
+    assert argv == ["--label_field", "scientificName", "--dry_run=true", "--label_field=family"]
+    options = make_options(["--label", "family", "--dry_run", "--output", "x"])
+    assert options.view_as(GbifMediaOptions).label_field == "family"
+    assert is_dry_run(options)
+    assert not is_dry_run(make_options(["--output", "x"]))
+
+
+def test_template_strings_parse_like_cli_values():
+    cli = make_options(["--weighted_streams", "--nb_samples", "-1", "--all_media"]).view_as(GbifMediaOptions)
+    template = make_options(["--weighted_streams=true", "--nb_samples=-1", "--all_media=True"]).view_as(GbifMediaOptions)
+    for name in ("weighted_streams", "nb_samples", "all_media"):
+        assert getattr(cli, name) == getattr(template, name)
+    assert make_options(["--weighted_streams=false"]).view_as(GbifMediaOptions).weighted_streams is False
+
+
+def test_local_runner_is_pinned_unless_given():
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    assert make_options([]).view_as(StandardOptions).runner == DEFAULT_LOCAL_RUNNER
+    assert make_options(["--runner", "DirectRunner"]).view_as(StandardOptions).runner == "DirectRunner"

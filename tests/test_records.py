@@ -1,0 +1,77 @@
+"""The record: folder names that never escape, gbif-dl compatible basenames, a deterministic coder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+
+import pytest
+
+from beam_gbif.records import MediaRecord, MediaRecordCoder, safe_label_dir
+from beam_gbif.sources.media_items import DROPPED_MEDIA_NO_URL, DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, media_records
+
+
+@pytest.mark.parametrize("label", ["5352251", "Amanita_muscaria", "a.b-c"])
+def test_safe_labels_are_their_own_folder(label):
+    assert safe_label_dir(label) == label
+
+
+@pytest.mark.parametrize("label", ["../../etc", "a/b", "..", ".", "", "Amanita muscaria (L.) Hook.", "x" * 300, "a\\b", "C:\\x", "ends."])
+def test_unsafe_labels_become_one_safe_segment(label):
+    folder = safe_label_dir(label)
+    assert "/" not in folder and "\\" not in folder and folder not in (".", "..", "")
+    assert not folder.startswith(".") and len(folder) <= 100
+
+
+def test_distinct_labels_never_share_a_folder():
+    labels = ["a/b", "a_b", "a b", "a:b", "A/B"]
+    assert len({safe_label_dir(label) for label in labels}) == len(labels)
+
+
+def test_basename_is_sha1_of_url_like_gbif_dl():
+    url = "https://example.org/a.jpg"
+    assert MediaRecord(url=url, label="1", occurrence_key=1).basename == hashlib.sha1(url.encode()).hexdigest()
+
+
+def test_coder_round_trips_and_is_deterministic():
+    record = MediaRecord(url="http://h/é.jpg", label="Amanita muscaria", occurrence_key=7, stream=("a", "b"), split="train", bytes=12)
+    coder = MediaRecordCoder()
+    assert coder.decode(coder.encode(record)) == record
+    assert coder.encode(record) == coder.encode(MediaRecord.from_dict(record.to_dict()))
+    assert coder.is_deterministic()
+
+
+def test_real_page_media_filtering(shared_data):
+    page = json.loads((shared_data / "gbif-api" / "occurrence_search_taxonKey_3329049_offset_0.json").read_text())
+    total: Counter = Counter()
+    records = []
+    for occurrence in page["results"]:
+        found, dropped = media_records(occurrence, occurrence.get("media", []), label_field="speciesKey", stream_fields=["datasetKey"])
+        records += found
+        total.update(dropped)
+    expected = sum(1 for o in page["results"] for m in o.get("media", []) if m.get("type") == "StillImage" and m.get("identifier"))
+    assert len(records) == expected > 300  # arter.dk occurrences carry several images
+    species_by_key = {o["key"]: str(o["speciesKey"]) for o in page["results"]}
+    assert all(r.label == species_by_key[r.occurrence_key] for r in records)
+    two = [o for o in page["results"] if len(o.get("media", [])) == 2][0]
+    assert {r.url for r in records if r.occurrence_key == two["key"]} == {m["identifier"] for m in two["media"]}
+
+
+def test_media_of_other_types_and_without_url_are_dropped_and_counted():
+    occurrence = {"key": 5, "speciesKey": 42, "datasetKey": "d"}
+    media = [
+        {"type": "Sound", "identifier": "http://h/a.mp3"},
+        {"type": "StillImage", "identifier": ""},
+        {"format": "image/jpeg", "identifier": "http://h/b.jpg"},
+        {"type": "StillImage", "identifier": "http://h/c.jpg", "license": "CC0"},
+    ]
+    records, dropped = media_records(occurrence, media, label_field="speciesKey")
+    assert [r.url for r in records] == ["http://h/b.jpg", "http://h/c.jpg"]
+    assert dropped == Counter({DROPPED_MEDIA_OTHER_TYPE: 1, DROPPED_MEDIA_NO_URL: 1})
+    assert records[1].license == "CC0"
+
+
+def test_occurrence_without_label_is_dropped_never_labelled_none():
+    records, dropped = media_records({"key": 5, "speciesKey": None}, [{"type": "StillImage", "identifier": "u"}], label_field="speciesKey")
+    assert records == [] and dropped[DROPPED_NO_LABEL] == 1

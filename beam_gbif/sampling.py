@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from beam_gbif.sampling_quotas import compute_quotas
+
+__all__ = ["SampleStreams", "compute_quotas"]
+
 
 class SampleStreams(beam.PTransform):
     @classmethod

@@ -1,0 +1,1 @@
+"""Darwin Core Archives: meta.xml, resolving and caching GBIF downloads, row parsing."""

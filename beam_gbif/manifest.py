@@ -1,14 +1,191 @@
-"""WriteManifest (placeholder)."""
+"""WriteManifest: the dataset's manifest (Avro), ATTRIBUTION.csv and stats.json, local or gs://.
+
+Layout under the output root::
+
+    manifest/part-<run id>-00000-of-00003.avro   one row per record (downloaded, skipped or failed)
+    ATTRIBUTION.csv                              one row per file in the dataset
+    stats.json                                   counts by status, split, label, licence; bytes
+
+A rerun replaces all three: the manifest describes the dataset as it now stands. Its shards
+carry the run id, and once this run's shards are final, every other ``*.avro`` in
+``manifest/`` (an older run's) is deleted — so a retried finalisation, which renames only
+what is still missing, never deletes a shard of its own run.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
+import secrets
+import time
+import typing
+from collections.abc import Iterable
+from typing import Any
+
 import apache_beam as beam
+import fastavro
+from apache_beam.io.filesystems import FileSystems
+
+from beam_gbif.options import GbifMediaOptions, OptionError
+from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
+from beam_gbif.stats import ComputeStats, finalize_stats, format_summary, join
+
+__all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "manifest_schema", "read_attribution"]
+
+_LOG = logging.getLogger(__name__)
+
+MANIFEST_DIR = "manifest"
+ATTRIBUTION_FILE = "ATTRIBUTION.csv"
+OCCURRENCE_URL = "https://www.gbif.org/occurrence/{key}"
+ATTRIBUTION_COLUMNS = (
+    "path", "url", "license", "license_code", "rights_holder", "creator", "publisher", "occurrence_url", "dataset_key",
+)
+# Files that are in the dataset (and so need attribution): fetched now, or already there.
+IN_DATASET = frozenset({Status.DOWNLOADED, Status.SKIPPED_EXISTING})
+
+_AVRO_TYPES = {str: "string", int: "long", float: "double", bool: "boolean"}
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The Avro schema of a manifest row: every MediaRecord field, in declaration order."""
+    hints = typing.get_type_hints(MediaRecord)
+    fields = []
+    for name in FIELD_NAMES:
+        hint = hints[name]
+        if hint in _AVRO_TYPES:
+            avro_type: Any = _AVRO_TYPES[hint]
+        elif typing.get_origin(hint) is tuple and set(typing.get_args(hint)) <= {str, Ellipsis}:
+            avro_type = {"type": "array", "items": "string"}
+        else:  # a new field type needs a deliberate Avro mapping, not a silent guess
+            raise TypeError(f"MediaRecord.{name}: no Avro mapping for {hint!r}")
+        fields.append({"name": name, "type": avro_type})
+    return {"type": "record", "name": "MediaRecord", "namespace": "beam_gbif", "fields": fields}
+
+
+def occurrence_url(occurrence_key: int) -> str:
+    """GBIF's page of the occurrence; ``""`` for records without a real occurrence (URL lists)."""
+    return OCCURRENCE_URL.format(key=occurrence_key) if occurrence_key > 0 else ""
+
+
+def attribution_row(record: MediaRecord) -> list[str]:
+    return [
+        record.path, record.url, record.license, record.license_code, record.rights_holder, record.creator,
+        record.publisher, occurrence_url(record.occurrence_key), record.dataset_key,
+    ]
+
+
+def in_dataset(record: MediaRecord) -> bool:
+    return record.status in IN_DATASET
+
+
+def attribution_line(record: MediaRecord) -> str:
+    return _csv_line(attribution_row(record))
+
+
+def _csv_line(values: list[str]) -> str:
+    # The terminator names the characters that force quoting: a "\n" inside a value stays quoted.
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()[:-2]
+
+
+def new_run_id() -> str:
+    """Sortable and unique per run: UTC time plus a random suffix (two runs in one second stay apart)."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class _RemoveStaleShards(beam.DoFn):
+    """Deletes manifest shards of other runs once this run's shards are final."""
+
+    def __init__(self, manifest_dir: str, run_id: str):
+        self._manifest_dir = manifest_dir
+        self._prefix = f"part-{run_id}-"
+
+    def process(self, unused_final_count: int) -> Iterable[str]:
+        pattern = join(self._manifest_dir, "*.avro")
+        stale = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list
+                 if not m.path.rstrip("/").rsplit("/", 1)[-1].startswith(self._prefix)]
+        if stale:
+            FileSystems.delete(stale)
+            _LOG.info("manifest: removed %d shard(s) of earlier runs from %s", len(stale), self._manifest_dir)
+        yield from stale
+
+
+class WriteManifestShards(beam.PTransform):
+    """Records → ``manifest/part-<run id>-*.avro``, then older runs' shards removed. Emits removed paths."""
+
+    def __init__(self, output: str, run_id: str):
+        super().__init__()
+        self._manifest_dir = join(output, MANIFEST_DIR)
+        self._run_id = run_id
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "ToAvroDict" >> beam.Map(MediaRecord.to_dict)
+            | "WriteAvro" >> beam.io.WriteToAvro(join(self._manifest_dir, f"part-{self._run_id}"), schema=manifest_schema(),
+                                                 file_name_suffix=".avro")
+            | "CountShards" >> beam.combiners.Count.Globally()
+            | "RemoveStaleShards" >> beam.ParDo(_RemoveStaleShards(self._manifest_dir, self._run_id))
+        )
+
+
+class WriteAttribution(beam.PTransform):
+    """Files in the dataset → ``ATTRIBUTION.csv`` (one file, with a header)."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self._path = join(output, ATTRIBUTION_FILE)
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "InDataset" >> beam.Filter(in_dataset)
+            | "ToCsvLine" >> beam.Map(attribution_line)
+            | "WriteCsv" >> beam.io.WriteToText(self._path, num_shards=1, shard_name_template="",
+                                                header=_csv_line(list(ATTRIBUTION_COLUMNS)))
+        )
 
 
 class WriteManifest(beam.PTransform):
-    @classmethod
-    def from_options(cls, options) -> WriteManifest:
-        return cls()
+    """Download results → manifest Avro + ATTRIBUTION.csv + stats.json under ``output``.
 
-    def expand(self, results):
-        return results
+    Returns a PCollection with one element: the stats dict as written to stats.json.
+    """
+
+    def __init__(self, output: str, run_id: str | None = None):
+        super().__init__()
+        if not output:
+            raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
+        self._output = output
+        self._run_id = run_id or new_run_id()
+
+    @classmethod
+    def from_options(cls, options: GbifMediaOptions) -> WriteManifest:
+        return cls(output=options.view_as(GbifMediaOptions).output)
+
+    def expand(self, results: beam.PCollection) -> beam.PCollection:
+        results | "Manifest" >> WriteManifestShards(self._output, self._run_id)
+        results | "Attribution" >> WriteAttribution(self._output)
+        return results | "Stats" >> ComputeStats(self._output, self._run_id)
+
+
+def manifest_paths(output: str) -> list[str]:
+    matches = FileSystems.match([join(output, MANIFEST_DIR, "*.avro")])
+    return sorted(m.path for result in matches for m in result.metadata_list)
+
+
+def read_manifest(output: str) -> list[MediaRecord]:
+    """Every manifest row under ``output`` (local or gs://), sorted by URL."""
+    rows = []
+    for path in manifest_paths(output):
+        with FileSystems.open(path) as handle:
+            rows.extend(MediaRecord.from_dict(row) for row in fastavro.reader(handle))
+    return sorted(rows, key=lambda record: (record.url, record.occurrence_key))
+
+
+def read_attribution(output: str) -> list[dict[str, str]]:
+    """ATTRIBUTION.csv as dicts (for tests and tools)."""
+    with FileSystems.open(join(output, ATTRIBUTION_FILE)) as handle:
+        return list(csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline="")))

@@ -1,18 +1,224 @@
-"""SampleStreams (placeholder: passes every record through until the sampling work lands)."""
+"""SampleStreams: exact, seeded per-stream quotas (DESIGN.md "Sampling").
+
+    records ─► OneMediaPerOccurrence ─► count per stream ─► compute_quotas (one singleton)
+                                    └─► keep the quota_i lowest-ranked records per stream
+
+Ranks are seeded hashes of the URL, so the same records and seed select the same set on any
+runner and any number of workers. Per-stream figures (availability, quota, selected, short)
+are exposed as ``SampleStreams.stream_stats`` after the transform is applied.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Iterable
+from typing import Any
+
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
-from beam_gbif.sampling_quotas import compute_quotas
+from beam_gbif.options import GbifMediaOptions
+from beam_gbif.records import MediaRecord
+from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE, LowestQuotaFn, LowestRankedFn, ranked
+from beam_gbif.sampling_quotas import Stream, compute_quotas, validate_sampling_options
 
-__all__ = ["SampleStreams", "compute_quotas"]
+__all__ = ["SampleStreams", "OneMediaPerOccurrence", "compute_quotas", "stream_stats_rows"]
+
+METRICS_NAMESPACE = "beam_gbif"
+STREAMS = "sampling_streams"
+RECORDS_AVAILABLE = "sampling_records_available"
+RECORDS_SELECTED = "sampling_records_selected"
+SHORT_STREAMS = "sampling_short_streams"
+_LOG = logging.getLogger(__name__)
+_MAX_LOGGED_SHORT_STREAMS = 20
+
+
+class OneMediaPerOccurrence(beam.PTransform):
+    """Per occurrence key, the media with the lowest seeded hash of its URL."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self._seed = seed
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "KeyByOccurrence" >> beam.Map(lambda record: (record.occurrence_key, record))
+            | "LowestRankedMedia" >> beam.CombinePerKey(LowestRankedFn(self._seed, ONE_MEDIA_PURPOSE))
+            | "DropKeys" >> beam.Values()
+        )
+
+
+class _CountPerStream(beam.PTransform):
+    """A singleton ``{stream: count}`` (``{}`` for an empty input)."""
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "OnePerRecord" >> beam.Map(lambda record: (record.stream, 1))
+            | "SumPerStream" >> beam.CombinePerKey(sum)
+            | "AsDict" >> beam.combiners.ToDict()
+        )
+
+
+def _with_quota(record: MediaRecord, quotas: dict[Stream, int], seed: int) -> Iterable[tuple[Stream, tuple[int, Any]]]:
+    quota = quotas.get(record.stream, 0)
+    if quota > 0:
+        yield record.stream, (quota, ranked(record, seed, STREAM_SAMPLE_PURPOSE))
+
+
+def _with_fixed_quota(record: MediaRecord, quota: int, seed: int) -> tuple[Stream, tuple[int, Any]]:
+    return record.stream, (quota, ranked(record, seed, STREAM_SAMPLE_PURPOSE))
+
+
+class _KeepLowestPerStream(beam.PTransform):
+    """Per stream, the quota lowest-ranked records: from a quotas side input, or one fixed quota."""
+
+    def __init__(self, seed: int, quotas: beam.PCollection | None = None, fixed_quota: int | None = None):
+        super().__init__()
+        self._seed = seed
+        self._quotas = quotas
+        self._fixed_quota = fixed_quota
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        if self._quotas is not None:
+            keyed = records | "KeyWithQuota" >> beam.FlatMap(_with_quota, quotas=beam.pvalue.AsSingleton(self._quotas), seed=self._seed)
+        else:
+            keyed = records | "KeyWithCap" >> beam.Map(_with_fixed_quota, quota=self._fixed_quota, seed=self._seed)
+        return keyed | "LowestQuotaPerStream" >> beam.CombinePerKey(LowestQuotaFn()) | "Selected" >> beam.FlatMap(lambda kv: kv[1])
+
+
+def requested_per_stream(nb_samples: int | None, nb_samples_per_stream: int | None, weighted: bool, nb_streams: int) -> int | None:
+    """How many records each stream was asked for, or None when the rule asks nothing fixed.
+
+    A per-stream cap asks for the cap; a balanced N asks every stream for its even share
+    N // streams (capped). -1 and weighted quotas adapt to availability, so they ask nothing
+    a stream could fall short of.
+    """
+    if nb_samples is None:
+        return nb_samples_per_stream
+    if nb_samples == -1 or weighted or nb_streams == 0:
+        return None
+    share = nb_samples // nb_streams
+    return share if nb_samples_per_stream is None else min(share, nb_samples_per_stream)
+
+
+def stream_stats_rows(
+    selected_counts: dict[Stream, int], availability: dict[Stream, int], quotas: dict[Stream, int], requested: int | None
+) -> list[dict[str, Any]]:
+    """One row per stream: stream, available, quota, requested, selected, short."""
+    rows = []
+    for stream in sorted(availability):
+        available = availability[stream]
+        rows.append(
+            {
+                "stream": list(stream),
+                "available": available,
+                "quota": quotas.get(stream, available),
+                "requested": requested,
+                "selected": selected_counts.get(stream, 0),
+                "short": requested is not None and available < requested,
+            }
+        )
+    return rows
+
+
+class _ReportStreams(beam.DoFn):
+    """Turns the three singletons into per-stream rows; counts and logs short streams."""
+
+    def __init__(self, nb_samples: int | None, nb_samples_per_stream: int | None, weighted: bool):
+        self._rule = (nb_samples, nb_samples_per_stream, weighted)
+        self._streams = Metrics.counter(METRICS_NAMESPACE, STREAMS)
+        self._available = Metrics.counter(METRICS_NAMESPACE, RECORDS_AVAILABLE)
+        self._selected = Metrics.counter(METRICS_NAMESPACE, RECORDS_SELECTED)
+        self._short = Metrics.counter(METRICS_NAMESPACE, SHORT_STREAMS)
+
+    def process(self, selected_counts: dict[Stream, int], availability: dict[Stream, int], quotas: dict[Stream, int]):
+        requested = requested_per_stream(*self._rule, nb_streams=len(availability))
+        rows = stream_stats_rows(selected_counts, availability, quotas, requested)
+        short = [row for row in rows if row["short"]]
+        self._streams.inc(len(rows))
+        self._available.inc(sum(row["available"] for row in rows))
+        self._selected.inc(sum(row["selected"] for row in rows))
+        self._short.inc(len(short))
+        for row in short[:_MAX_LOGGED_SHORT_STREAMS]:
+            _LOG.warning(
+                "stream %s is short: %d records available, %d asked for; all of them are selected",
+                row["stream"],
+                row["available"],
+                requested,
+            )
+        if len(short) > _MAX_LOGGED_SHORT_STREAMS:
+            _LOG.warning("... and %d more short streams (see the per-stream stats)", len(short) - _MAX_LOGGED_SHORT_STREAMS)
+        yield from rows
 
 
 class SampleStreams(beam.PTransform):
-    @classmethod
-    def from_options(cls, options) -> SampleStreams:
-        return cls()
+    """Selects exact, seeded per-stream quotas of MediaRecords (``record.stream`` set by the sources).
 
-    def expand(self, records):
-        return records
+    After the transform is applied, ``stream_stats`` is a PCollection of one dict per stream:
+    ``{"stream": [...], "available": int, "quota": int, "requested": int | None,
+    "selected": int, "short": bool}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        nb_samples: int | None = None,
+        nb_samples_per_stream: int | None = None,
+        weighted: bool = False,
+        one_media_per_occurrence: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        validate_sampling_options(nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted)
+        self._nb_samples = nb_samples
+        self._cap = nb_samples_per_stream
+        self._weighted = weighted
+        self._one_media = one_media_per_occurrence
+        self._seed = seed
+        self.stream_stats: beam.PCollection | None = None
+
+    @classmethod
+    def from_options(cls, options: GbifMediaOptions) -> SampleStreams:
+        return cls(
+            nb_samples=options.nb_samples,
+            nb_samples_per_stream=options.nb_samples_per_stream,
+            weighted=bool(options.weighted_streams),
+            one_media_per_occurrence=not options.all_media,
+            seed=options.seed,
+        )
+
+    def _quota_rule(self) -> functools.partial:
+        # A plain function of the counts, so the closure pickled to workers holds no transform.
+        return functools.partial(
+            compute_quotas, nb_samples=self._nb_samples, nb_samples_per_stream=self._cap, weighted=self._weighted, seed=self._seed
+        )
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        if self._one_media:
+            records = records | "OneMediaPerOccurrence" >> OneMediaPerOccurrence(self._seed)
+        availability = records | "CountPerStream" >> _CountPerStream()
+        quotas = None
+        if self._nb_samples is not None:
+            quotas = availability | "ComputeQuotas" >> beam.Map(self._quota_rule())
+            selected = records | "KeepQuotas" >> _KeepLowestPerStream(self._seed, quotas=quotas)
+        elif self._cap is not None:
+            # A cap alone needs no counts: min(available, cap) is the lowest `cap` ranks.
+            selected = records | "KeepCap" >> _KeepLowestPerStream(self._seed, fixed_quota=self._cap)
+        else:
+            selected = records  # everything: no shuffle beyond the optional one-media step
+        self.stream_stats = self._stats(selected, availability, quotas, selects_all=selected is records)
+        return selected
+
+    def _stats(
+        self, selected: beam.PCollection, availability: beam.PCollection, quotas: beam.PCollection | None, selects_all: bool
+    ) -> beam.PCollection:
+        selected_counts = availability if selects_all else selected | "CountSelected" >> _CountPerStream()
+        if quotas is None:
+            quotas = availability | "QuotasFromCounts" >> beam.Map(self._quota_rule())
+        report = _ReportStreams(self._nb_samples, self._cap, self._weighted)
+        return selected_counts | "StreamStats" >> beam.ParDo(
+            report, availability=beam.pvalue.AsSingleton(availability), quotas=beam.pvalue.AsSingleton(quotas)
+        )

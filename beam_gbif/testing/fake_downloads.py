@@ -1,0 +1,168 @@
+"""GBIF occurrence-download endpoints for the fake GBIF API, with fault injection.
+
+    GET /v1/occurrence/download/{key or DOI}     → metadata JSON shaped like GBIF's
+    GET /v1/occurrence/download/request/{key}.zip → the archive bytes (with Content-Length)
+
+``download_routes(downloads, faults)`` returns a callable for ``FakeGbifApi(extra_routes=[...])``;
+``FakeDownloadServer`` serves the same routes on its own (127.0.0.1, a free port, a thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+TRUNCATE = "truncate"  # full Content-Length, half the body, then the connection closes
+SERVER_ERROR = "500"
+UNAVAILABLE = "503"
+
+
+@dataclasses.dataclass
+class FakeDownload:
+    """One download GBIF knows: its key, DOI, archive and status."""
+
+    key: str
+    archive: bytes | Path
+    doi: str = ""
+    status: str = "SUCCEEDED"
+    size: int | None = None  # the size the metadata announces; default the archive's real size
+    format: str = "DWCA"
+    created: str = "2021-10-14T10:11:44.853+00:00"
+    total_records: int = 0
+    license: str = "http://creativecommons.org/licenses/by-nc/4.0/legalcode"
+
+    def body(self) -> bytes:
+        return self.archive if isinstance(self.archive, bytes) else Path(self.archive).read_bytes()
+
+    def metadata(self, base_url: str) -> dict[str, Any]:
+        size = self.size if self.size is not None else len(self.body())
+        return {
+            "key": self.key,
+            "doi": self.doi,
+            "license": self.license,
+            "request": {
+                "predicate": {"type": "equals", "key": "ELEVATION", "value": "9500", "matchCase": False},
+                "sendNotification": False,
+                "format": self.format,
+                "type": "OCCURRENCE",
+            },
+            "created": self.created,
+            "modified": self.created,
+            "eraseAfter": "2022-04-14T10:11:44.797+00:00",
+            "status": self.status,
+            "downloadLink": f"{base_url}/v1/occurrence/download/request/{self.key}.zip",
+            "size": size,
+            "totalRecords": self.total_records,
+            "numberDatasets": 1,
+        }
+
+
+@dataclasses.dataclass
+class DownloadFaults:
+    """Shared with the test: what the server saw, and faults to inject into the next zip requests."""
+
+    zip_faults: list[str] = dataclasses.field(default_factory=list)  # consumed one per zip request
+    requests: Counter = dataclasses.field(default_factory=Counter)  # "metadata" / "zip" → count
+    user_agents: list[str] = dataclasses.field(default_factory=list)
+
+
+def download_routes(downloads: Iterable[FakeDownload], faults: DownloadFaults | None = None) -> Callable[[web.Application], None]:
+    """A callable that adds the download endpoints (under /v1) to an aiohttp application."""
+    by_key = {d.key: d for d in downloads}
+    by_doi = {d.doi.lower(): d for d in by_key.values() if d.doi}
+    seen = faults if faults is not None else DownloadFaults()
+
+    def base_url(request: web.Request) -> str:
+        return f"{request.scheme}://{request.host}"
+
+    async def archive(request: web.Request) -> web.StreamResponse:
+        seen.requests["zip"] += 1
+        seen.user_agents.append(request.headers.get("User-Agent", ""))
+        name = request.match_info["name"]
+        download = by_key.get(name.removesuffix(".zip")) if name.endswith(".zip") else None
+        if download is None:
+            raise web.HTTPNotFound(text="no such download")
+        fault = seen.zip_faults.pop(0) if seen.zip_faults else ""
+        if fault in (SERVER_ERROR, UNAVAILABLE):
+            return web.Response(status=int(fault), text="injected failure")
+        body = download.body()
+        response = web.StreamResponse(headers={"Content-Type": "application/zip", "Content-Length": str(len(body))})
+        await response.prepare(request)
+        if fault == TRUNCATE:
+            await response.write(body[: len(body) // 2])
+            await asyncio.sleep(0.05)
+            request.transport.close()  # the client sees fewer bytes than Content-Length promised
+            return response
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    async def metadata(request: web.Request) -> web.Response:
+        seen.requests["metadata"] += 1
+        seen.user_agents.append(request.headers.get("User-Agent", ""))
+        ident = request.match_info["ident"]
+        download = by_key.get(ident) or by_doi.get(ident.lower())
+        if download is None:
+            return web.json_response({"error": f"download {ident} not found"}, status=404)
+        return web.json_response(download.metadata(base_url(request)))
+
+    def install(app: web.Application) -> None:
+        # The zip route first: the metadata route's pattern also matches "request/x.zip".
+        app.router.add_get("/v1/occurrence/download/request/{name}", archive)
+        app.router.add_get("/v1/occurrence/download/{ident:.+}", metadata)
+
+    return install
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class FakeDownloadServer:
+    """The download routes alone on 127.0.0.1, in a background thread; ``api_url`` ends in /v1."""
+
+    def __init__(self, downloads: Iterable[FakeDownload], faults: DownloadFaults | None = None):
+        self.faults = faults if faults is not None else DownloadFaults()
+        self._install = download_routes(downloads, self.faults)
+        self._port = _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-gbif-downloads", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    async def _start(self) -> None:
+        app = web.Application()
+        self._install(app)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self._port).start()
+
+    def start(self) -> FakeDownloadServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FakeDownloadServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

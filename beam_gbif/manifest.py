@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import secrets
 import time
 import typing
@@ -148,24 +149,82 @@ class WriteAttribution(beam.PTransform):
         )
 
 
+def same_root(first: str, second: str) -> bool:
+    if "://" in first or "://" in second:
+        return first.rstrip("/") == second.rstrip("/")
+    return os.path.realpath(first) == os.path.realpath(second)
+
+
+def _tag_result(record: MediaRecord) -> tuple[str, tuple[int, MediaRecord]]:
+    return record.url, (0, record)
+
+
+def _tag_carried(row: dict) -> tuple[str, tuple[int, MediaRecord]]:
+    return row["url"], (1, MediaRecord.from_dict(row))
+
+
+def _prefer_this_run(keyed: tuple[str, Iterable[tuple[int, MediaRecord]]]) -> MediaRecord:
+    # Rank 0 = a result of this run, 1 = an earlier row carried over; the record breaks ties.
+    return min(keyed[1], key=lambda ranked: (ranked[0], repr(ranked[1])))[1]
+
+
+def _not_failed(row: dict) -> bool:
+    return not Status.is_failure(row.get("status") or "")
+
+
+class CarryOverManifest(beam.PTransform):
+    """Results + the earlier manifest's non-failed rows (``--retry_failed_from`` into the same output).
+
+    A retry downloads only the failures, yet the new manifest must still describe the whole
+    dataset: the rows that were fine are kept, and a URL in both keeps this run's result.
+    """
+
+    def __init__(self, earlier_output: str):
+        super().__init__()
+        self._pattern = join(earlier_output, MANIFEST_DIR, "*.avro")
+
+    def expand(self, results: beam.PCollection) -> beam.PCollection:
+        carried = (
+            results.pipeline
+            | "ReadEarlierManifest" >> beam.io.ReadFromAvro(self._pattern)
+            | "KeepNotFailed" >> beam.Filter(_not_failed)
+            | "TagCarried" >> beam.Map(_tag_carried)
+        )
+        current = results | "TagResults" >> beam.Map(_tag_result)
+        return (
+            (current, carried)
+            | "Together" >> beam.Flatten()
+            | "ByUrl" >> beam.GroupByKey()
+            | "PreferThisRun" >> beam.Map(_prefer_this_run)
+        )
+
+
 class WriteManifest(beam.PTransform):
     """Download results → manifest Avro + ATTRIBUTION.csv + stats.json under ``output``.
 
+    ``carry_over_from``: an earlier output whose non-failed manifest rows join this run's
+    (set by ``from_options`` when ``--retry_failed_from`` is the output itself).
     Returns a PCollection with one element: the stats dict as written to stats.json.
     """
 
-    def __init__(self, output: str, run_id: str | None = None):
+    def __init__(self, output: str, run_id: str | None = None, carry_over_from: str | None = None):
         super().__init__()
         if not output:
             raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
         self._output = output
         self._run_id = run_id or new_run_id()
+        self._carry_over_from = carry_over_from
 
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> WriteManifest:
-        return cls(output=options.view_as(GbifMediaOptions).output)
+        opts = options.view_as(GbifMediaOptions)
+        retry = opts.retry_failed_from
+        carry = retry if retry and opts.output and same_root(retry, opts.output) else None
+        return cls(output=opts.output, carry_over_from=carry)
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
+        if self._carry_over_from:
+            results = results | "CarryOver" >> CarryOverManifest(self._carry_over_from)
         results | "Manifest" >> WriteManifestShards(self._output, self._run_id)
         results | "Attribution" >> WriteAttribution(self._output)
         return results | "Stats" >> ComputeStats(self._output, self._run_id)

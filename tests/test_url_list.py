@@ -1,0 +1,176 @@
+"""ReadUrlList: CSV/TSV/plain URL lists → records; --retry_failed_from → the failures, and the manifest stays whole."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_gbif.manifest import WriteManifest, read_manifest
+from beam_gbif.options import GbifMediaOptions, OptionError
+from beam_gbif.records import MediaRecord, Status
+from beam_gbif.sources.url_list import DEFAULT_LABEL, ReadUrlList, reset_for_retry, synthetic_occurrence_key
+
+RUNNER = ["--runner=FnApiRunner"]
+
+
+# The FnApiRunner runs in this process, so a module-level list sees what the pipeline emitted
+# (a closure would be pickled and collect into a copy).
+_COLLECTED: list[MediaRecord] = []
+
+
+def _collect(records: list[MediaRecord]) -> None:
+    _COLLECTED.extend(records)
+
+
+def read_records(transform: ReadUrlList) -> list[MediaRecord]:
+    """Runs the source in a real pipeline and returns what it emitted, sorted by URL."""
+    _COLLECTED.clear()
+    with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
+        _ = pipeline | transform | beam.combiners.ToList() | beam.Map(_collect)
+    return sorted(_COLLECTED, key=lambda r: r.url)
+
+
+def options_for(*argv: str) -> GbifMediaOptions:
+    return PipelineOptions(list(argv)).view_as(GbifMediaOptions)
+
+
+def test_csv_with_header_and_optional_columns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text(
+        "url,label,split,license,creator,gbifID,datasetKey\n"
+        "http://127.0.0.1:1/a.jpg,Amanita muscaria,test,CC BY 4.0,\"Doe, Jane\",1234,ds1\n"
+        "\n"
+        "http://127.0.0.1:1/b.jpg,5352251,,http://creativecommons.org/publicdomain/zero/1.0/,,,\n"
+        ",nolabel,,,,,\n"  # line 5: no URL
+        "not a url,x,,,,,\n"  # line 6
+        "http://127.0.0.1:1/c.jpg,too,few\n"  # line 7: wrong cell count
+        "http://127.0.0.1:1/d.jpg,,train,,,notanumber,\n"  # line 8: bad key
+        "http://127.0.0.1:1/e.jpg,,,,,,\n",
+        encoding="utf-8",
+    )
+    caplog.set_level(logging.WARNING)
+    records = read_records(ReadUrlList(input=str(listing)))
+    assert [r.url for r in records] == ["http://127.0.0.1:1/a.jpg", "http://127.0.0.1:1/b.jpg", "http://127.0.0.1:1/e.jpg"]
+    a, b, e = records
+    assert (a.label, a.split, a.license_code, a.creator, a.occurrence_key, a.dataset_key) == (
+        "Amanita muscaria", "test", "CC_BY_4_0", "Doe, Jane", 1234, "ds1")
+    assert a.label_dir != "Amanita muscaria" and "/" not in a.label_dir
+    assert a.source == f"urls:{listing}"
+    assert (b.label, b.split, b.license_code) == ("5352251", "", "CC0_1_0")
+    assert b.occurrence_key == synthetic_occurrence_key(b.url) < 0
+    assert (e.label, e.license_code, e.media_type) == (DEFAULT_LABEL, "UNKNOWN", "StillImage")
+    assert e.status == "" and e.basename == MediaRecord(url=e.url, label="x", occurrence_key=0).basename
+    warnings = "\n".join(r.getMessage() for r in caplog.records)
+    expected = {5: "no URL", 6: "not an absolute URL", 7: "3 cells where the header has 7", 8: "occurrence key is not an integer"}
+    for line, reason in expected.items():
+        assert f"line {line}: skipped, {reason}" in warnings
+    assert "4 bad row(s) skipped" in warnings
+
+
+def test_tsv_with_label_field_and_streams(tmp_path: Path) -> None:
+    listing = tmp_path / "list.tsv"
+    listing.write_text(
+        "\ufeffidentifier\tspeciesKey\tdatasetKey\tlicense\n"
+        "http://127.0.0.1:1/1.png\t5352251\tds-a\tCC-BY-NC 4.0\n"
+        "http://127.0.0.1:1/2.png\t3190653\tds-b\tAll rights reserved\n",
+        encoding="utf-8",
+    )
+    transform = ReadUrlList.from_options(options_for("--source=urls", f"--input={listing}", "--label_field=speciesKey",
+                                                     "--split_streams_by=speciesKey,datasetKey"))
+    one, two = read_records(transform)
+    assert (one.label, one.stream, one.license_code) == ("5352251", ("5352251", "ds-a"), "CC_BY_NC_4_0")
+    assert (two.label, two.stream, two.license_code) == ("3190653", ("3190653", "ds-b"), "ALL_RIGHTS_RESERVED")
+
+
+def test_one_url_per_line(tmp_path: Path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text("# my urls\nhttp://127.0.0.1:1/x.jpg\n\n  https://127.0.0.1:1/y.jpg  \n", encoding="utf-8")
+    records = read_records(ReadUrlList(input=str(listing)))
+    assert [r.url for r in records] == ["http://127.0.0.1:1/x.jpg", "https://127.0.0.1:1/y.jpg"]
+    assert {r.label for r in records} == {DEFAULT_LABEL}
+    assert len({r.occurrence_key for r in records}) == 2  # no shared "occurrence", so splits spread them
+
+
+def test_synthetic_keys_are_stable_across_processes() -> None:
+    # Fixed value: blake2b of the URL, never Python's salted hash().
+    assert synthetic_occurrence_key("http://127.0.0.1:1/x.jpg") == synthetic_occurrence_key("http://127.0.0.1:1/x.jpg")
+    assert synthetic_occurrence_key("http://127.0.0.1:1/x.jpg") == -2776633429459943775
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name,label\nfoo,bar\n", "neither a URL nor a header with a 'url' column"),
+        ("\n# only a comment\n", "has no URLs"),
+    ],
+)
+def test_bad_files_are_clear_errors(tmp_path: Path, content: str, message: str) -> None:
+    listing = tmp_path / "bad.csv"
+    listing.write_text(content, encoding="utf-8")
+    with pytest.raises(OptionError, match=message):
+        ReadUrlList(input=str(listing))
+
+
+def test_missing_file_and_missing_arguments(tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="no such file"):
+        ReadUrlList(input=str(tmp_path / "absent.csv"))
+    with pytest.raises(OptionError, match="exactly one of --input"):
+        ReadUrlList()
+    with pytest.raises(OptionError, match="no manifest found"):
+        ReadUrlList(retry_failed_from=str(tmp_path))
+
+
+def _earlier_run(output: Path) -> list[MediaRecord]:
+    statuses = [Status.DOWNLOADED, Status.FAILED_HTTP, Status.SKIPPED_EXISTING, Status.FAILED_TIMEOUT]
+    records = []
+    for i, status in enumerate(statuses):
+        record = MediaRecord(url=f"http://127.0.0.1:1/{i}.jpg", label=f"sp{i}", occurrence_key=10 + i, split="test" if i % 2 else "train",
+                             license_code="CC_BY_4_0", source="api", stream=(f"sp{i}",))
+        if Status.is_failure(status):
+            record = record.replace(status=status, error="HTTP 503 after 3 retries")
+        else:
+            record = record.replace(status=status, path=f"{record.split}/{record.label_dir}/{record.basename}.jpg", bytes=100 + i,
+                                    sha256="ab" * 32, content_type="image/jpeg")
+        records.append(record)
+    with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
+        pipeline | beam.Create(records) | WriteManifest(output=str(output))
+    return records
+
+
+def test_retry_failed_from_yields_the_failures_ready_to_download(tmp_path: Path) -> None:
+    earlier = _earlier_run(tmp_path)
+    failed = [r for r in earlier if Status.is_failure(r.status)]
+    transform = ReadUrlList.from_options(options_for(f"--retry_failed_from={tmp_path}", f"--output={tmp_path}"))
+    retried = read_records(transform)
+    assert retried == sorted((reset_for_retry(r) for r in failed), key=lambda r: r.url)
+    for record, original in zip(retried, sorted(failed, key=lambda r: r.url), strict=True):
+        assert (record.status, record.error, record.path, record.bytes) == ("", "", "", 0)
+        assert (record.split, record.label, record.stream, record.occurrence_key) == (original.split, original.label, original.stream,
+                                                                                      original.occurrence_key)
+
+
+def test_retry_into_the_same_output_keeps_the_manifest_whole(tmp_path: Path) -> None:
+    earlier = _earlier_run(tmp_path)
+    options = options_for(f"--retry_failed_from={tmp_path}", f"--output={tmp_path}")
+    retried = [reset_for_retry(r) for r in earlier if Status.is_failure(r.status)]
+    # This run: one failure now downloads, the other fails again.
+    fixed = retried[0].replace(status=Status.DOWNLOADED, path=f"test/{retried[0].label_dir}/{retried[0].basename}.jpg", bytes=7)
+    again = retried[1].replace(status=Status.FAILED_TIMEOUT, error="timed out")
+    with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
+        pipeline | beam.Create([fixed, again]) | WriteManifest.from_options(options)
+    expected = [r for r in earlier if not Status.is_failure(r.status)] + [fixed, again]
+    assert read_manifest(str(tmp_path)) == sorted(expected, key=lambda r: (r.url, r.occurrence_key))
+
+
+def test_retry_into_another_output_holds_only_the_retried_rows(tmp_path: Path) -> None:
+    earlier = _earlier_run(tmp_path / "first")
+    options = options_for(f"--retry_failed_from={tmp_path / 'first'}", f"--output={tmp_path / 'second'}")
+    retried = [reset_for_retry(r).replace(status=Status.FAILED_HTTP) for r in earlier if Status.is_failure(r.status)]
+    with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
+        pipeline | beam.Create(retried) | WriteManifest.from_options(options)
+    assert read_manifest(str(tmp_path / "second")) == sorted(retried, key=lambda r: (r.url, r.occurrence_key))
+    assert len(read_manifest(str(tmp_path / "first"))) == 4

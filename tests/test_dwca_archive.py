@@ -1,0 +1,227 @@
+"""Resolving --dwca (DOI, key, path) against the fake GBIF download API; the cache; bad archives."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from beam_gbif import DEFAULT_USER_AGENT
+from beam_gbif.dwca.archive import citation_of, classify_spec, forget_prepared_archives, prepare_archive, resolve_archive
+from beam_gbif.dwca.meta import DwcaError
+from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, FakeDownload, FakeDownloadServer
+from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
+
+KEY = "0026367-210914110416597"
+DOI = "10.15468/dl.jd3hup"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memo():
+    forget_prepared_archives()
+    yield
+    forget_prepared_archives()
+
+
+@pytest.fixture()
+def real_zip(shared_data) -> Path:
+    return shared_data / "dwca" / f"{KEY}.zip"
+
+
+@pytest.fixture()
+def gbif(real_zip):
+    downloads = [
+        FakeDownload(key=KEY, doi=DOI, archive=real_zip, total_records=963),
+        FakeDownload(key="0000002-210914110416597", doi="10.15468/dl.running", archive=b"", status="RUNNING"),
+        FakeDownload(key="0000003-210914110416597", doi="10.15468/dl.csv0001", archive=real_zip, format="SIMPLE_CSV"),
+    ]
+    with FakeDownloadServer(downloads) as server:
+        yield server
+
+
+def _files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "value"),
+    [
+        ("10.15468/dl.jd3hup", "doi", "10.15468/dl.jd3hup"),
+        ("https://doi.org/10.15468/dl.jd3hup", "doi", "10.15468/dl.jd3hup"),
+        ("doi:10.15468/dl.jd3hup", "doi", "10.15468/dl.jd3hup"),
+        (" 0117522-200613084148143 ", "key", "0117522-200613084148143"),
+        ("gs://bucket/a.zip", "path", "gs://bucket/a.zip"),
+    ],
+)
+def test_spec_is_classified(spec, kind, value):
+    assert classify_spec(spec) == (kind, value)
+
+
+@pytest.mark.parametrize("spec", [DOI, KEY])
+def test_doi_and_key_resolve_and_download_into_the_cache(gbif, tmp_path, spec):
+    resolved = resolve_archive(spec, cache_root=str(tmp_path), api_url=gbif.api_url)
+    assert (resolved.key, resolved.doi, resolved.downloaded) == (KEY, DOI, True)
+    assert Path(resolved.zip_uri) == tmp_path / f"{KEY}.zip"
+    assert (tmp_path / f"{KEY}.zip").stat().st_size == resolved.metadata["size"]
+    assert gbif.faults.requests == {"metadata": 1, "zip": 1}
+    assert set(gbif.faults.user_agents) == {DEFAULT_USER_AGENT}
+    assert resolved.source == f"dwca:{DOI}"
+
+
+def test_cache_is_reused_without_a_second_download(gbif, tmp_path):
+    first = prepare_archive(DOI, cache_root=str(tmp_path), api_url=gbif.api_url)
+    forget_prepared_archives()
+    second = prepare_archive(KEY, cache_root=str(tmp_path), api_url=gbif.api_url)
+    assert gbif.faults.requests["zip"] == 1
+    assert second.core_uri == first.core_uri and second.archive.downloaded is False
+
+
+def test_truncated_cache_is_fetched_again(gbif, tmp_path, real_zip):
+    (tmp_path / f"{KEY}.zip").write_bytes(real_zip.read_bytes()[:1000])
+    resolved = resolve_archive(KEY, cache_root=str(tmp_path), api_url=gbif.api_url)
+    assert resolved.downloaded and gbif.faults.requests["zip"] == 1
+    assert (tmp_path / f"{KEY}.zip").read_bytes() == real_zip.read_bytes()
+
+
+def test_corrupt_cache_of_the_right_size_is_fetched_again(gbif, tmp_path, real_zip):
+    # Same size as GBIF says, but the multimedia member's bytes are damaged: its CRC fails on
+    # extraction, so the archive is fetched again and extraction succeeds.
+    data = bytearray(real_zip.read_bytes())
+    with zipfile.ZipFile(real_zip) as archive:
+        info = archive.getinfo("multimedia.txt")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 100
+    data[start:start + 64] = bytes(64)
+    (tmp_path / f"{KEY}.zip").write_bytes(bytes(data))
+    prepared = prepare_archive(KEY, cache_root=str(tmp_path), api_url=gbif.api_url)
+    assert gbif.faults.requests["zip"] == 1
+    assert Path(prepared.multimedia_uri).read_bytes() == zipfile.ZipFile(real_zip).read("multimedia.txt")
+
+
+def test_truncated_transfer_and_server_error_are_retried(gbif, tmp_path):
+    gbif.faults.zip_faults.extend([TRUNCATE, SERVER_ERROR])
+    resolved = resolve_archive(DOI, cache_root=str(tmp_path), api_url=gbif.api_url)
+    assert gbif.faults.requests["zip"] == 3
+    assert zipfile.ZipFile(resolved.zip_uri).testzip() is None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partial")]
+
+
+def test_download_that_keeps_failing_is_a_clear_error_and_leaves_no_file(gbif, tmp_path):
+    gbif.faults.zip_faults.extend([TRUNCATE] * 3)
+    with pytest.raises(DwcaError, match="could not download the archive .*IncompleteRead"):
+        resolve_archive(KEY, cache_root=str(tmp_path), api_url=gbif.api_url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_other_than_succeeded_is_a_clear_error(gbif, tmp_path):
+    with pytest.raises(DwcaError, match="has status RUNNING, not SUCCEEDED"):
+        resolve_archive("10.15468/dl.running", cache_root=str(tmp_path), api_url=gbif.api_url)
+    assert gbif.faults.requests["zip"] == 0
+
+
+def test_download_in_another_format_is_a_clear_error(gbif, tmp_path):
+    with pytest.raises(DwcaError, match="format SIMPLE_CSV, not DWCA"):
+        resolve_archive("10.15468/dl.csv0001", cache_root=str(tmp_path), api_url=gbif.api_url)
+
+
+def test_unknown_download_is_a_clear_error(gbif, tmp_path):
+    with pytest.raises(DwcaError, match="GBIF knows no download '9999999-210914110416597'"):
+        resolve_archive("9999999-210914110416597", cache_root=str(tmp_path), api_url=gbif.api_url)
+
+
+def test_missing_local_path_is_a_clear_error(tmp_path):
+    with pytest.raises(DwcaError, match="no such file, and not a GBIF download DOI"):
+        resolve_archive(str(tmp_path / "nope.zip"), cache_root=str(tmp_path), api_url="http://127.0.0.1:9/v1")
+
+
+def test_local_zip_is_used_directly_and_cited_from_its_metadata(real_zip, tmp_path):
+    prepared = prepare_archive(str(real_zip), cache_root=str(tmp_path), api_url="http://127.0.0.1:9/v1")
+    assert prepared.archive.zip_uri == str(real_zip)
+    assert Path(prepared.folder).parent == tmp_path
+    citation = citation_of(prepared)
+    assert citation["doi"] == DOI and citation["key"] == KEY
+    assert citation["citation"] == "GBIF.org (14 October 2021) GBIF Occurrence Download https://doi.org/10.15468/dl.jd3hup"
+    assert citation["datasets"] == 39
+    assert Path(citation["citations_uri"]).read_text(encoding="utf-8").startswith("When using this dataset")
+
+
+def test_citation_of_a_resolved_download_uses_gbif_metadata(gbif, tmp_path):
+    citation = citation_of(prepare_archive(DOI, cache_root=str(tmp_path), api_url=gbif.api_url))
+    assert citation["source"] == f"dwca:{DOI}"
+    assert citation["total_records"] == 963
+    assert citation["license"].startswith("http://creativecommons.org/licenses/by-nc/4.0")
+
+
+def test_extracted_files_are_reused_and_refreshed_when_the_zip_changes(tmp_path):
+    archive = tmp_path / "in" / "a.zip"
+    cache = tmp_path / "cache"
+    write_synthetic_dwca(archive, occurrences=20, media=30, seed=1)
+    first = Path(prepare_archive(str(archive), cache_root=str(cache), api_url="http://127.0.0.1:9/v1").multimedia_uri)
+    before = first.stat().st_mtime_ns
+    forget_prepared_archives()
+    prepare_archive(str(archive), cache_root=str(cache), api_url="http://127.0.0.1:9/v1")
+    assert first.stat().st_mtime_ns == before
+    forget_prepared_archives()
+    write_synthetic_dwca(archive, occurrences=20, media=31, seed=2)
+    second = Path(prepare_archive(str(archive), cache_root=str(cache), api_url="http://127.0.0.1:9/v1").multimedia_uri)
+    assert second == first and second.read_bytes() == zipfile.ZipFile(archive).read("multimedia.txt")
+
+
+# ----------------------------------------------------------------------------- bad archives
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name), data)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_not_a_zip_is_a_clear_error(tmp_path):
+    path = tmp_path / "archive.zip"
+    path.write_text("<html>Not Found</html>")
+    with pytest.raises(DwcaError, match="is not a zip file"):
+        prepare_archive(str(path), cache_root=str(tmp_path / "cache"), api_url="http://127.0.0.1:9/v1")
+
+
+def test_zip_without_meta_xml_is_a_clear_error(tmp_path):
+    path = _zip(tmp_path / "archive.zip", {"occurrence.txt": b"gbifID\n1\n"})
+    with pytest.raises(DwcaError, match="has no meta.xml"):
+        prepare_archive(str(path), cache_root=str(tmp_path / "cache"), api_url="http://127.0.0.1:9/v1")
+
+
+def test_archive_without_multimedia_extension_is_a_clear_error(tmp_path):
+    path = write_synthetic_dwca(tmp_path / "plain.zip", occurrences=5, media=0, multimedia=False).path
+    with pytest.raises(DwcaError, match=r"plain.zip has no multimedia extension \(rowType http://rs.gbif.org/terms/1.0/Multimedia\)"):
+        prepare_archive(str(path), cache_root=str(tmp_path / "cache"), api_url="http://127.0.0.1:9/v1")
+
+
+@pytest.mark.parametrize("evil", ["../escaped.txt", "../../escaped.txt", "/tmp/escaped.txt", "sub/../../escaped.txt"])
+def test_path_traversal_member_is_refused_and_nothing_is_written_outside_the_cache(tmp_path, evil):
+    source = tmp_path / "src"
+    source.mkdir()
+    synthetic = write_synthetic_dwca(source / "ok.zip", occurrences=5, media=5).path
+    with zipfile.ZipFile(synthetic) as good:
+        members = {name: good.read(name) for name in good.namelist()}
+    meta = members["meta.xml"].replace(b"<location>multimedia.txt</location>", f"<location>{evil}</location>".encode())
+    path = _zip(source / "evil.zip", {**members, "meta.xml": meta, evil: members["multimedia.txt"]})
+    cache = tmp_path / "deep" / "cache"
+    before = _files_under(tmp_path)
+    with pytest.raises(DwcaError, match="unsafe file name"):
+        prepare_archive(str(path), cache_root=str(cache), api_url="http://127.0.0.1:9/v1")
+    assert _files_under(tmp_path) == before
+    assert not os.path.exists("/tmp/escaped.txt")
+
+
+def test_traversal_member_not_named_by_meta_xml_still_refuses_the_archive(tmp_path):
+    synthetic = write_synthetic_dwca(tmp_path / "ok.zip", occurrences=5, media=5).path
+    with zipfile.ZipFile(synthetic) as good:
+        members = {name: good.read(name) for name in good.namelist()}
+    path = _zip(tmp_path / "evil.zip", {**members, "../../x": b"boom"})
+    with pytest.raises(DwcaError, match=r"refusing the archive, unsafe file name in archive: '../../x'"):
+        prepare_archive(str(path), cache_root=str(tmp_path / "cache"), api_url="http://127.0.0.1:9/v1")
+    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()

@@ -1,0 +1,563 @@
+"""A fake GBIF occurrence API (aiohttp on 127.0.0.1) for tests, benchmarks and the offline demo.
+
+    with FakeGbifApi(SyntheticOccurrences([5352251], ["dataset-a", "dataset-b"], per_stream=40)) as api:
+        requests.get(f"{api.base_url}/occurrence/search", params={"speciesKey": 5352251, "limit": 0})
+
+Behaves like ``api.gbif.org/v1`` where the project depends on it:
+
+- ``GET /v1/occurrence/search``: repeated parameters are OR-ed, different parameters AND-ed;
+  filters on any field the store holds (``speciesKey``, ``taxonKey``, ``datasetKey``,
+  ``country``/``countryCode``, ``basisOfRecord``, ``publishingOrgKey``, ...), ``year`` (and
+  ``month``/``day``) as a value or an inclusive range ``1990,2000`` (``*`` open), and
+  ``mediaType`` (has a media item of that type). Unknown parameters are ignored, as GBIF does.
+  ``limit`` defaults to 20 and is silently capped at 300; ``offset + limit > 100000`` is an
+  HTTP 400; ``limit=0`` returns only ``count`` and facets. ``facet=FIELD`` (repeatable) with
+  ``facetLimit`` (default 10), ``facetOffset``, ``facetMincount``.
+- ``GET /v1/occurrence/{key}``.
+- Recorded real pages are served verbatim for the query they were recorded for
+  (``recorded_pages=[".../occurrence_search_taxonKey_3329049_offset_0.json"]``, or a mapping
+  of path to its query parameters); ``occurrence_{key}.json`` files answer ``/occurrence/{key}``.
+  Their occurrences also join the store (``RecordedOccurrences``), so other queries see them.
+- Fault injection: ``api.inject("/v1/occurrence/search", status=429, retry_after=1, times=2)``,
+  ``status=500``, ``delay=2.0``, ``drop=True`` (connection closed without an answer),
+  ``truncate=True`` (body cut short of its Content-Length).
+- ``api.requests``: every request received (method, path, query multidict), to count calls.
+- ``extra_routes``: callables given the ``aiohttp.web.Application`` before it starts, so other
+  fakes (e.g. GBIF downloads) share the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+MAX_LIMIT = 300
+MAX_OFFSET_PLUS_LIMIT = 100_000
+DEFAULT_LIMIT = 20
+DEFAULT_FACET_LIMIT = 10
+
+# Search parameters whose name differs from the occurrence field they filter.
+_PARAMETER_FIELDS = {"country": "countryCode", "gbifId": "gbifID"}
+# taxonKey matches an occurrence through any rank of its classification.
+_TAXON_FIELDS = ("taxonKey", "acceptedTaxonKey", "speciesKey", "genusKey", "familyKey", "orderKey", "classKey", "phylumKey",
+                 "kingdomKey")
+# Paging, facet and presentation parameters: never filters.
+_CONTROL_PARAMETERS = frozenset({"limit", "offset", "facet", "facetLimit", "facetOffset", "facetMincount", "facetMultiselect",
+                                 "hl", "q"})
+_RECORDED_SEARCH_NAME = re.compile(r"occurrence_search_(?P<field>[A-Za-z]+)_(?P<value>.+)_offset_(?P<offset>\d+)\.json$")
+_RECORDED_OCCURRENCE_NAME = re.compile(r"occurrence_(?P<key>\d+)\.json$")
+
+
+class BadRequest(ValueError):
+    """The request is invalid for GBIF: answered with HTTP 400 and this message."""
+
+
+def facet_name(field: str) -> str:
+    """GBIF's enum name of a search parameter: ``speciesKey`` → ``SPECIES_KEY``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", field).upper()
+
+
+class RecordedOccurrences:
+    """A store of real occurrence dicts (e.g. the results of recorded pages), same interface as SyntheticOccurrences."""
+
+    def __init__(self, occurrences: Iterable[Mapping[str, Any]]) -> None:
+        unique: dict[int, Mapping[str, Any]] = {}
+        for occurrence in occurrences:
+            unique.setdefault(int(occurrence["key"]), occurrence)
+        self._occurrences = [dict(o) for o in unique.values()]
+        self.size = len(self._occurrences)
+        self._index_by_key = {int(o["key"]): i for i, o in enumerate(self._occurrences)}
+        self._string_columns: dict[str, tuple[np.ndarray, list[str]] | None] = {}
+
+    @classmethod
+    def from_pages(cls, paths: Iterable[str | Path]) -> RecordedOccurrences:
+        occurrences = []
+        for path in paths:
+            page = json.loads(Path(path).read_text(encoding="utf-8"))
+            occurrences.extend(page.get("results", [page]) if "results" in page or "key" not in page else [page])
+        return cls(occurrences)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def index_of_key(self, key: int) -> int | None:
+        return self._index_by_key.get(int(key))
+
+    def string_column(self, field: str) -> tuple[np.ndarray, list[str]] | None:
+        if field not in self._string_columns:
+            values = [o.get(field) for o in self._occurrences]
+            if all(v is None or isinstance(v, (dict, list)) for v in values):
+                self._string_columns[field] = None
+            else:
+                vocabulary: dict[str, int] = {}
+                codes = np.array([vocabulary.setdefault(_text(v), len(vocabulary)) for v in values], dtype=np.int32)
+                self._string_columns[field] = (codes, list(vocabulary))
+        return self._string_columns[field]
+
+    def numeric_column(self, field: str) -> np.ndarray | None:
+        if field not in ("year", "month", "day"):
+            return None
+        return np.array([o.get(field) if isinstance(o.get(field), int) else -1 for o in self._occurrences], dtype=np.int32)
+
+    def media_type_mask(self, media_type: str) -> np.ndarray:
+        return np.array([any(m.get("type") == media_type for m in o.get("media") or []) for o in self._occurrences], dtype=bool)
+
+    def occurrence(self, index: int) -> dict[str, Any]:
+        return self._occurrences[index]
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class SearchIndex:
+    """Answers search queries over a store with numpy masks, caching matches per filter."""
+
+    def __init__(self, store: Any, cache_size: int = 512) -> None:
+        self.store = store
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def matching(self, query: MultiDictProxy | MultiDict) -> np.ndarray:
+        """Indices (ascending) of the occurrences matching every filter parameter of ``query``."""
+        filters = tuple(sorted((name, tuple(sorted(set(query.getall(name))))) for name in set(query.keys())
+                               if name not in _CONTROL_PARAMETERS))
+        with self._lock:
+            cached = self._cache.get(filters)
+            if cached is not None:
+                self._cache.move_to_end(filters)
+                return cached
+        mask = np.ones(len(self.store), dtype=bool)
+        for name, values in filters:
+            field_mask = self._field_mask(name, values)
+            if field_mask is not None:
+                mask &= field_mask
+        indices = np.flatnonzero(mask)
+        with self._lock:
+            self._cache[filters] = indices
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return indices
+
+    def _field_mask(self, name: str, values: Sequence[str]) -> np.ndarray | None:
+        """OR of ``values`` for one parameter; None when the store has no such field (ignored)."""
+        if name == "mediaType":
+            mask = np.zeros(len(self.store), dtype=bool)
+            for value in values:
+                mask |= self.store.media_type_mask(value)
+            return mask
+        numeric = self.store.numeric_column(name)
+        if numeric is not None:
+            return self._numeric_mask(name, numeric, values)
+        fields = _TAXON_FIELDS if name == "taxonKey" else (_PARAMETER_FIELDS.get(name, name),)
+        columns = [c for c in (self.store.string_column(f) for f in fields) if c is not None]
+        if not columns:
+            return None
+        wanted = {v.strip().lower() for v in values}
+        mask = np.zeros(len(self.store), dtype=bool)
+        for codes, vocabulary in columns:
+            matching_codes = [code for code, value in enumerate(vocabulary) if value.lower() in wanted]
+            if matching_codes:
+                mask |= np.isin(codes, matching_codes)
+        return mask
+
+    @staticmethod
+    def _numeric_mask(name: str, column: np.ndarray, values: Sequence[str]) -> np.ndarray:
+        mask = np.zeros(len(column), dtype=bool)
+        for value in values:
+            low_text, comma, high_text = value.partition(",")
+            try:
+                low = -np.inf if low_text.strip() in ("", "*") else int(low_text)
+                high = low if not comma else (np.inf if high_text.strip() in ("", "*") else int(high_text))
+            except ValueError:
+                raise BadRequest(f"Invalid value for {name}: {value!r} is not a number or a range like 1990,2000") from None
+            mask |= (column >= low) & (column <= high)
+        return mask
+
+    def facet_counts(self, indices: np.ndarray, field: str) -> list[tuple[str, int]]:
+        """(value, count) over ``indices``, by count descending then value, like GBIF."""
+        numeric = self.store.numeric_column(field)
+        if numeric is not None:
+            values, counts = np.unique(numeric[indices], return_counts=True)
+            pairs = [(str(int(v)), int(c)) for v, c in zip(values, counts, strict=True) if v >= 0]
+        else:
+            column = self.store.string_column(_PARAMETER_FIELDS.get(field, field))
+            if column is None:
+                raise BadRequest(f"Invalid facet parameter: {field}")
+            codes, vocabulary = column
+            counts = np.bincount(codes[indices], minlength=len(vocabulary))
+            pairs = [(vocabulary[code], int(count)) for code, count in enumerate(counts) if count > 0 and vocabulary[code]]
+        pairs.sort(key=lambda pair: (-pair[1], pair[0]))
+        return pairs
+
+
+@dataclasses.dataclass
+class Fault:
+    path_prefix: str
+    times: int
+    status: int | None = None
+    retry_after: str | None = None
+    delay: float = 0.0
+    drop: bool = False
+    truncate: bool = False
+    body: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: MultiDict
+
+
+@dataclasses.dataclass(frozen=True)
+class _RecordedPage:
+    filters: tuple
+    offset: int
+    body: dict
+
+
+class FakeGbifApi:
+    """The fake API server; see the module docstring. Start with ``with`` or ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        occurrences: Any = None,
+        *,
+        recorded_pages: Sequence[str | Path] | Mapping[str | Path, Mapping[str, Any]] = (),
+        extra_routes: Sequence[Callable[[web.Application], None]] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._pages: list[_RecordedPage] = []
+        self._recorded_occurrences: dict[int, dict] = {}
+        recorded_results: list[dict] = []
+        items = recorded_pages.items() if isinstance(recorded_pages, Mapping) else ((p, None) for p in recorded_pages)
+        for path, params in items:
+            recorded_results.extend(self._load_recorded(Path(path), params))
+        if occurrences is None:
+            occurrences = RecordedOccurrences(recorded_results)
+        elif recorded_results:
+            occurrences = _CombinedStore([occurrences, RecordedOccurrences(recorded_results)])
+        self.store = occurrences
+        self.index = SearchIndex(occurrences)
+        self._extra_routes = list(extra_routes)
+        self._host, self._port = host, port
+        self._faults: list[Fault] = []
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("FakeGbifApi is not started")
+        return f"http://{self._host}:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url[: -len("/v1")]
+
+    def start(self) -> FakeGbifApi:
+        if self._thread is not None:
+            return self
+        started = threading.Event()
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_site())
+            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+                errors.append(exc)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="fake-gbif-api", daemon=True)
+        self._thread.start()
+        started.wait(timeout=30)
+        if errors:
+            self._thread = None
+            raise RuntimeError(f"FakeGbifApi could not start: {errors[0]}") from errors[0]
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._thread = None
+        self.port = None
+
+    def __enter__(self) -> FakeGbifApi:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _start_site(self) -> None:
+        app = web.Application(middlewares=[self._log_and_inject])
+        app.router.add_get("/v1/occurrence/search", self._search)
+        app.router.add_get(r"/v1/occurrence/{key:\d+}", self._occurrence)
+        for add_routes in self._extra_routes:
+            add_routes(app)
+        self.app = app
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    # -- test controls ---------------------------------------------------------------------
+
+    def inject(
+        self,
+        path_prefix: str = "/v1/occurrence/search",
+        *,
+        times: int = 1,
+        status: int | None = None,
+        retry_after: float | str | None = None,
+        delay: float = 0.0,
+        drop: bool = False,
+        truncate: bool = False,
+        body: str = "",
+    ) -> None:
+        """Make the next ``times`` requests whose path starts with ``path_prefix`` misbehave."""
+        if status is None and not (delay or drop or truncate):
+            raise ValueError("inject() needs one of status, delay, drop or truncate")
+        with self._lock:
+            self._faults.append(Fault(path_prefix, times, status, None if retry_after is None else str(retry_after), delay, drop,
+                                      truncate, body))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def search_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == "/v1/occurrence/search"]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if path.startswith(fault.path_prefix) and fault.times > 0:
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    @web.middleware
+    async def _log_and_inject(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        with self._lock:
+            self._requests.append(RecordedRequest(request.method, request.path, MultiDict(request.query)))
+        fault = self._take_fault(request.path)
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.drop:
+                request.transport.close()
+                return web.Response(status=500)
+            if fault.status is not None:
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                text = fault.body or f"injected HTTP {fault.status} by FakeGbifApi"
+                return web.Response(status=fault.status, text=text, headers=headers)
+        try:
+            response = await handler(request)
+        except BadRequest as exc:
+            return web.json_response({"message": str(exc)}, status=400)
+        if fault is not None and fault.truncate:
+            return await self._truncated(request, response)
+        return response
+
+    @staticmethod
+    async def _truncated(request: web.Request, response: web.Response) -> web.StreamResponse:
+        body = response.body or b""
+        stream = web.StreamResponse(status=response.status, headers={"Content-Type": response.content_type})
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        await stream.write(body[: len(body) // 2])
+        request.transport.close()
+        return stream
+
+    async def _search(self, request: web.Request) -> web.Response:
+        query = request.query
+        offset = _int_parameter(query, "offset", 0)
+        limit = min(_int_parameter(query, "limit", DEFAULT_LIMIT), MAX_LIMIT)
+        if offset + limit > MAX_OFFSET_PLUS_LIMIT:
+            raise BadRequest(f"Max offset of {MAX_OFFSET_PLUS_LIMIT - limit} exceeded: offset {offset} + limit {limit} "
+                             f"must not exceed {MAX_OFFSET_PLUS_LIMIT}")
+        recorded = self._recorded_page(query, offset, limit)
+        if recorded is not None:
+            return web.json_response(recorded)
+        indices = self.index.matching(query)
+        count = int(len(indices))
+        page = indices[offset: offset + limit] if limit else indices[:0]
+        body = {
+            "offset": offset,
+            "limit": limit,
+            "endOfRecords": offset + limit >= count,
+            "count": count,
+            "results": [self.store.occurrence(int(i)) for i in page],
+            "facets": self._facets(query, indices),
+        }
+        return web.json_response(body)
+
+    def _facets(self, query: MultiDictProxy, indices: np.ndarray) -> list[dict]:
+        facet_limit = _int_parameter(query, "facetLimit", DEFAULT_FACET_LIMIT)
+        facet_offset = _int_parameter(query, "facetOffset", 0)
+        facet_mincount = _int_parameter(query, "facetMincount", 0)
+        facets = []
+        for field in dict.fromkeys(query.getall("facet", [])):
+            pairs = [p for p in self.index.facet_counts(indices, field) if p[1] >= facet_mincount]
+            counts = [{"name": name, "count": count} for name, count in pairs[facet_offset: facet_offset + facet_limit]]
+            facets.append({"field": facet_name(field), "counts": counts})
+        return facets
+
+    async def _occurrence(self, request: web.Request) -> web.Response:
+        key = int(request.match_info["key"])
+        recorded = self._recorded_occurrences.get(key)
+        if recorded is not None:
+            return web.json_response(recorded)
+        index = self.store.index_of_key(key)
+        if index is None:
+            return web.Response(status=404, text=f"Occurrence {key} not found")
+        return web.json_response(self.store.occurrence(index))
+
+    # -- recorded pages --------------------------------------------------------------------
+
+    def _load_recorded(self, path: Path, params: Mapping[str, Any] | None) -> list[dict]:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        match = _RECORDED_OCCURRENCE_NAME.search(path.name)
+        if params is None and match and "results" not in body:
+            self._recorded_occurrences[int(match.group("key"))] = body
+            return [body]
+        if params is None:
+            match = _RECORDED_SEARCH_NAME.search(path.name)
+            if not match:
+                raise ValueError(f"cannot tell which query {path.name} answers: name it occurrence_search_FIELD_VALUE_offset_N.json "
+                                 "or pass recorded_pages as a mapping of path to query parameters")
+            params = {match.group("field"): match.group("value")}
+        query = MultiDict()
+        for name, value in params.items():
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                query.add(name, _text(item))
+        self._pages.append(_RecordedPage(_filters(query), int(body.get("offset", 0)), body))
+        return list(body.get("results", []))
+
+    def _recorded_page(self, query: MultiDictProxy, offset: int, limit: int) -> dict | None:
+        filters = _filters(query)
+        for page in self._pages:
+            if page.filters == filters and page.offset == offset and limit > 0:
+                if limit >= len(page.body.get("results", [])):
+                    return page.body
+                results = page.body["results"][:limit]
+                return {**page.body, "limit": limit, "endOfRecords": offset + limit >= page.body.get("count", 0), "results": results}
+        return None
+
+
+def _filters(query: MultiDict | MultiDictProxy) -> tuple:
+    return tuple(sorted((name, tuple(sorted(set(query.getall(name))))) for name in set(query.keys())
+                        if name not in _CONTROL_PARAMETERS and not name.startswith("facet")))
+
+
+def _int_parameter(query: MultiDictProxy, name: str, default: int) -> int:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"Invalid {name}: {text!r} is not an integer") from None
+    if value < 0:
+        raise BadRequest(f"Invalid {name}: {value} is negative")
+    return value
+
+
+class _CombinedStore:
+    """Several stores seen as one (synthetic occurrences plus recorded real ones)."""
+
+    def __init__(self, stores: Sequence[Any]) -> None:
+        self._stores = list(stores)
+        self._starts = np.cumsum([0] + [len(s) for s in self._stores])
+        self.size = int(self._starts[-1])
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _locate(self, index: int) -> tuple[Any, int]:
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self._stores[part], index - int(self._starts[part])
+
+    def index_of_key(self, key: int) -> int | None:
+        for store, start in zip(self._stores, self._starts[:-1], strict=True):
+            index = store.index_of_key(key)
+            if index is not None:
+                return int(start) + index
+        return None
+
+    def string_column(self, field: str) -> tuple[np.ndarray, list[str]] | None:
+        columns = [s.string_column(field) for s in self._stores]
+        if all(c is None for c in columns):
+            return None
+        vocabulary: dict[str, int] = {"": 0}
+        parts = []
+        for store, column in zip(self._stores, columns, strict=True):
+            if column is None:
+                parts.append(np.zeros(len(store), dtype=np.int32))
+                continue
+            codes, values = column
+            remap = np.array([vocabulary.setdefault(v, len(vocabulary)) for v in values] or [0], dtype=np.int32)
+            parts.append(remap[codes] if len(codes) else codes.astype(np.int32))
+        return np.concatenate(parts), list(vocabulary)
+
+    def numeric_column(self, field: str) -> np.ndarray | None:
+        columns = [s.numeric_column(field) for s in self._stores]
+        if all(c is None for c in columns):
+            return None
+        return np.concatenate([c.astype(np.int32) if c is not None else np.full(len(s), -1, dtype=np.int32)
+                               for s, c in zip(self._stores, columns, strict=True)])
+
+    def media_type_mask(self, media_type: str) -> np.ndarray:
+        return np.concatenate([s.media_type_mask(media_type) for s in self._stores])
+
+    def occurrence(self, index: int) -> dict[str, Any]:
+        store, local = self._locate(index)
+        return store.occurrence(local)

@@ -1,0 +1,161 @@
+"""ReadDwcaMedia end to end: the real GBIF archive and synthetic ones, compared with a plain-Python count."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_gbif.dwca.archive import forget_prepared_archives
+from beam_gbif.dwca.meta import DwcaError
+from beam_gbif.licenses import normalize_license
+from beam_gbif.options import GbifMediaOptions, normalize_argv
+from beam_gbif.records import MediaRecord
+from beam_gbif.sources.dwca import MALFORMED_MULTIMEDIA_ROWS, MALFORMED_OCCURRENCE_ROWS, ReadDwcaMedia, archive_citation
+from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, DROPPED_NO_MEDIA
+from beam_gbif.testing.fake_downloads import FakeDownload, FakeDownloadServer
+from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
+
+KEY = "0026367-210914110416597"
+DOI = "10.15468/dl.jd3hup"
+VERBATIM_LOCALITY = "http://rs.tdwg.org/dwc/terms/verbatimLocality"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memo():
+    forget_prepared_archives()
+    yield
+    forget_prepared_archives()
+
+
+@pytest.fixture()
+def real_zip(shared_data) -> Path:
+    return shared_data / "dwca" / f"{KEY}.zip"
+
+
+def run_source(transform: beam.PTransform, out: Path, runner_args: tuple[str, ...] = ()) -> tuple[list[MediaRecord], Counter]:
+    """Runs ``transform`` alone; returns its records and the beam_gbif counters."""
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner", *runner_args]))
+    (
+        pipeline
+        | "Source" >> transform
+        | "ToJson" >> beam.Map(lambda record: json.dumps(record.to_dict()))
+        | "Write" >> beam.io.WriteToText(str(out / "records"), file_name_suffix=".jsonl")
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters: Counter = Counter()
+    for counter in result.metrics().query()["counters"]:
+        if counter.key.metric.namespace == "beam_gbif":
+            counters[counter.key.metric.name] += counter.committed
+    lines = [line for path in sorted(out.glob("records*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
+    records = [MediaRecord.from_dict(json.loads(line)) for line in lines]
+    return records, counters
+
+
+def _rows(archive: zipfile.ZipFile, member: str) -> list[dict[str, str]]:
+    """Plain Python: a GBIF text file's rows by header name (well-formed rows only)."""
+    lines = archive.read(member).decode("utf-8").split("\n")
+    header = lines[0].split("\t")
+    rows = [line.split("\t") for line in lines[1:] if line]
+    return [dict(zip(header, row, strict=True)) for row in rows if len(row) == len(header)]
+
+
+def expected_images(path: Path, label: str) -> tuple[set[tuple], int]:
+    """(occurrence key, url, label, licence, rightsHolder) of every StillImage row with a URL and a labelled occurrence."""
+    with zipfile.ZipFile(path) as archive:
+        occurrences = {row["gbifID"]: row for row in _rows(archive, "occurrence.txt")}
+        media = _rows(archive, "multimedia.txt")
+    short = label.rsplit("/", 1)[-1]
+    expected, unlabelled = set(), 0
+    for item in media:
+        if item["type"] != "StillImage" or not item["identifier"].strip():
+            continue
+        value = occurrences[item["gbifID"]][short].strip()
+        if not value:
+            unlabelled += 1
+            continue
+        expected.add((int(item["gbifID"]), item["identifier"].strip(), value, item["license"].strip(), item["rightsHolder"].strip()))
+    return expected, unlabelled
+
+
+def _as_tuples(records: list[MediaRecord]) -> set[tuple]:
+    return {(r.occurrence_key, r.url, r.label, r.license, r.rights_holder) for r in records}
+
+
+def test_real_archive_every_still_image_becomes_a_record(real_zip, tmp_path):
+    expected, _ = expected_images(real_zip, "speciesKey")
+    records, counters = run_source(ReadDwcaMedia(str(real_zip), cache_root=str(tmp_path / "cache"), label_field="speciesKey"), tmp_path)
+    assert len(records) == len(expected) == 475  # of 615 StillImage rows with a URL, 140 are of occurrences without a speciesKey
+    assert counters[DROPPED_NO_LABEL] > 0
+    assert _as_tuples(records) == expected
+    assert all(r.license_code == normalize_license(r.license) for r in records)
+    assert {r.source for r in records} == {f"dwca:{DOI}"}
+    assert all(r.media_type == "StillImage" and r.dataset_key for r in records)
+    assert counters[DROPPED_MEDIA_OTHER_TYPE] == 4  # the four IIIF manifests without a type
+    assert counters[MALFORMED_OCCURRENCE_ROWS] == counters[MALFORMED_MULTIMEDIA_ROWS] == 0
+
+
+def test_real_archive_by_doi_labels_from_a_full_term_uri_keep_literal_quotes(real_zip, tmp_path):
+    expected, unlabelled = expected_images(real_zip, VERBATIM_LOCALITY)
+    assert any('"' in label for _, _, label, _, _ in expected)  # the point of this label: values with a literal "
+    with FakeDownloadServer([FakeDownload(key=KEY, doi=DOI, archive=real_zip)]) as gbif:
+        source = ReadDwcaMedia(DOI, cache_root=str(tmp_path / "cache"), api_url=gbif.api_url, label_field=VERBATIM_LOCALITY,
+                               stream_fields=["datasetKey", "http://rs.tdwg.org/dwc/terms/countryCode"])
+        records, counters = run_source(source, tmp_path)
+    assert _as_tuples(records) == expected
+    assert counters[DROPPED_NO_LABEL] > 0 and unlabelled > 0
+    with zipfile.ZipFile(real_zip) as archive:
+        country = {row["gbifID"]: (row["datasetKey"], row["countryCode"]) for row in _rows(archive, "occurrence.txt")}
+    assert all(r.stream == country[str(r.occurrence_key)] for r in records)
+
+
+def test_synthetic_archive_with_shuffled_columns_and_malformed_rows(tmp_path):
+    summary = write_synthetic_dwca(tmp_path / "synthetic.zip", occurrences=3000, media=4500, seed=7, shuffle_columns=True, malformed_rows=3)
+    expected, unlabelled = expected_images(summary.path, "family")
+    records, counters = run_source(ReadDwcaMedia(str(summary.path), cache_root=str(tmp_path / "cache"), label_field="family"), tmp_path)
+    assert unlabelled == 0 and len(expected) == summary.still_images_with_url
+    assert _as_tuples(records) == expected
+    assert counters[MALFORMED_OCCURRENCE_ROWS] == 3 and counters[MALFORMED_MULTIMEDIA_ROWS] == 3
+    assert counters[DROPPED_NO_MEDIA] == 3000 - summary.occurrences_with_media  # occurrences without images: absent, no crash
+    assert all('"' in r.rights_holder for r in records)
+
+
+def test_unknown_label_term_is_a_clear_error_before_running(real_zip, tmp_path):
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    with pytest.raises(DwcaError, match="occurrence.txt has no column 'specieskey_typo'"):
+        _ = pipeline | ReadDwcaMedia(str(real_zip), cache_root=str(tmp_path), label_field="specieskey_typo")
+
+
+def test_from_options_and_archive_citation(real_zip, tmp_path):
+    argv = [f"--dwca={real_zip}", f"--dwca_root_path={tmp_path / 'cache'}", "--label=scientificName", "--split_streams_by=datasetKey",
+            "--media_type=StillImage"]
+    options = PipelineOptions(normalize_argv(argv)).view_as(GbifMediaOptions)
+    records, _ = run_source(ReadDwcaMedia.from_options(options), tmp_path)
+    assert len(records) == len(expected_images(real_zip, "scientificName")[0])
+    assert all(r.stream == (r.dataset_key,) for r in records)
+    citation = archive_citation(options)
+    assert citation["doi"] == DOI and citation["source"] == f"dwca:{DOI}"
+    assert citation["citation"].endswith("GBIF Occurrence Download https://doi.org/10.15468/dl.jd3hup")
+
+
+@pytest.mark.slow
+def test_same_records_with_two_worker_processes(tmp_path):
+    summary = write_synthetic_dwca(tmp_path / "synthetic.zip", occurrences=2000, media=3000, seed=3)
+
+    def source() -> ReadDwcaMedia:
+        return ReadDwcaMedia(str(summary.path), cache_root=str(tmp_path / "cache"), label_field="speciesKey", stream_fields=["datasetKey"])
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    in_memory, _ = run_source(source(), tmp_path / "one")
+    forget_prepared_archives()
+    multi, counters = run_source(source(), tmp_path / "two", ("--direct_num_workers=2", "--direct_running_mode=multi_processing"))
+    assert len(in_memory) == summary.still_images_with_url
+    assert sorted(multi, key=lambda r: r.url) == sorted(in_memory, key=lambda r: r.url)
+    assert counters[DROPPED_NO_MEDIA] == 2000 - summary.occurrences_with_media

@@ -35,7 +35,8 @@ REQUIRED_OPTIONS = {"output"}  # the pipeline refuses to build without it
 
 # Per parameter: values the regex must accept (the documented ones) and values it must refuse.
 EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
-    "output": (["gs://my-bucket/datasets/plants", "gs://b-1.x/p", "gs://my_bucket"], ["./data", "/tmp/x", "s3://b/p", "gs://", "gs://B/x", ""]),
+    "output": (["gs://my-bucket/datasets/plants", "gs://b-1.x/p", "gs://my_bucket"],
+               ["./data", "/tmp/x", "s3://b/p", "gs://", "gs://B/x", ""]),
     "source": (["api", "dwca", "urls"], ["API", "file", ""]),
     "query": (['{"speciesKey": [5352251, 3190653], "datasetKey": ["7a3679ef-5582-4aaa-81f0-8c2545cafc81"]}', "{}", "@/tmp/query.json"],
               ["speciesKey=5352251", "[1, 2]", ""]),
@@ -148,14 +149,16 @@ SUBSETS = '{"test": {"datasetKey": ["50c9509d-22c7-4a22-a47d-8c48425ef4a7"]}, "t
 
 # (CLI argv as a user types it, the template's parameters as Dataflow passes them: all strings, --name=value).
 CLI_VS_TEMPLATE = [
-    (["--weighted_streams", "--all_media", "--allow_private_hosts"], {"weighted_streams": "true", "all_media": "true", "allow_private_hosts": "true"}),
+    (["--weighted_streams", "--all_media", "--allow_private_hosts"],
+     {"weighted_streams": "true", "all_media": "true", "allow_private_hosts": "true"}),
     ([], {"weighted_streams": "false", "all_media": "false", "allow_private_hosts": "false"}),
     (["--nb_samples", "-1", "--seed", "-7"], {"nb_samples": "-1", "seed": "-7"}),
     (["--nb_samples_per_stream", "5", "--max_concurrency", "64", "--timeout", "2.5", "--per_host_rate", ".5"],
      {"nb_samples_per_stream": "5", "max_concurrency": "64", "timeout": "2.5", "per_host_rate": ".5"}),
     (["--query", QUERY, "--subset_streams", SUBSETS], {"query": QUERY, "subset_streams": SUBSETS}),
     (["--random_subsets", "train=0.9,test=0.1"], {"random_subsets": '{"train": 0.9, "test": 0.1}'}),
-    (["--label", "scientificName", "--split_streams_by", "speciesKey,datasetKey"], {"label": "scientificName", "split_streams_by": "speciesKey,datasetKey"}),
+    (["--label", "scientificName", "--split_streams_by", "speciesKey,datasetKey"],
+     {"label": "scientificName", "split_streams_by": "speciesKey,datasetKey"}),
     (["--licenses", "CC0_1_0,CC_BY_4_0"], {"licenses": "CC0_1_0, CC_BY_4_0"}),
     (["--dry_run"], {"dry_run": "true"}),
     (["--user_agent", "me/1.0 (me@example.org)"], {"user_agent": "me/1.0 (me@example.org)"}),

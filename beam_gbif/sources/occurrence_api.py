@@ -1,14 +1,233 @@
-"""ReadOccurrenceMedia (placeholder)."""
+"""ReadOccurrenceMedia: a GBIF occurrence search → one MediaRecord per media item of the requested type.
+
+    records = pipeline | ReadOccurrenceMedia(query={"speciesKey": ["5352251"]}, api_url=api.base_url)
+
+The graph (no network I/O at construction; the planner runs inside the pipeline):
+
+    seed element → PlanReads (counts, quotas, pages; one ReadPlan element)
+                 → PageRequests → Reshuffle → FetchPages (pages in parallel; records + page stats)
+                 → TopUp 1..n (further pages for streams still short, from the stats so far) → FetchPages
+                 → ReportShortStreams (counter + log)
+    Flatten of every round's records → PCollection[MediaRecord] (source="api")
+
+Deduplication by URL is FilterMedia's job, sampling SampleStreams'.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_gbif import DEFAULT_USER_AGENT
+from beam_gbif.gbif.client import GbifClient
+from beam_gbif.gbif.planning import DEFAULT_MARGIN, PageRequest, PageStat, ReadPlan, plan_reads, stream_label
+from beam_gbif.gbif.query import validate_query
+from beam_gbif.options import DEFAULT_GBIF_API_URL, GbifMediaOptions, http_user_agent, parse_csv_list, parse_query
+from beam_gbif.sources.media_items import media_records
+
+_log = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "beam_gbif"
+API_PAGES_READ = "api_pages_read"
+API_OCCURRENCES_READ = "api_occurrences_read"
+API_RECORDS = "api_records"
+API_RETRIES = "api_retries"
+API_PLANNING_REQUESTS = "api_planning_requests"
+API_TOP_UP_PAGES = "api_top_up_pages"
+API_STREAMS_SHORT = "api_streams_short"
+
+_STATS = "page_stats"
+_MAX_LOGGED_SHORT = 20
+
+
+class _PlanReadsFn(beam.DoFn):
+    """Runs the planner once, from the single seed element."""
+
+    def __init__(self, reader: ReadOccurrenceMedia) -> None:
+        self._reader = reader
+        self._planning_requests = Metrics.counter(METRICS_NAMESPACE, API_PLANNING_REQUESTS)
+
+    def process(self, _seed: Any) -> Iterable[ReadPlan]:
+        plan = self._reader.plan()
+        self._planning_requests.inc(plan.planning_requests)
+        for line in plan.describe().splitlines():
+            _log.info("%s", line)
+        yield plan
+
+
+class _FetchPagesFn(beam.DoFn):
+    """Reads search pages; emits MediaRecords and, tagged, one PageStat per page."""
+
+    def __init__(self, reader: ReadOccurrenceMedia) -> None:
+        self._reader = reader
+        self._client: GbifClient | None = None
+        self._pages = Metrics.counter(METRICS_NAMESPACE, API_PAGES_READ)
+        self._occurrences = Metrics.counter(METRICS_NAMESPACE, API_OCCURRENCES_READ)
+        self._records = Metrics.counter(METRICS_NAMESPACE, API_RECORDS)
+        self._retries = Metrics.counter(METRICS_NAMESPACE, API_RETRIES)
+        self._drops: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        self._client = self._reader.client()
+
+    def process(self, page: PageRequest) -> Iterable[Any]:
+        retries_before = self._client.retries
+        results = self._client.search(page.search_params()).get("results") or []
+        self._retries.inc(self._client.retries - retries_before)
+        self._pages.inc()
+        self._occurrences.inc(len(results))
+        usable = 0
+        reader = self._reader
+        for occurrence in results:
+            records, dropped = media_records(occurrence, occurrence.get("media") or [], label_field=reader.label_field,
+                                             stream_fields=reader.stream_fields, media_type=reader.media_type, source="api")
+            for name, count in dropped.items():
+                self._drop_counter(name).inc(count)
+            self._records.inc(len(records))
+            accepted = [r for r in records if not reader.licenses or r.license_code in reader.licenses]
+            usable += (1 if accepted else 0) if reader.one_media_per_occurrence else len(accepted)
+            yield from records
+        yield beam.pvalue.TaggedOutput(_STATS, PageStat(page.stream, page.page_id, len(results), usable))
+
+    def _drop_counter(self, name: str):
+        if name not in self._drops:
+            self._drops[name] = Metrics.counter(METRICS_NAMESPACE, name)
+        return self._drops[name]
+
+    def teardown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class _TopUpFn(beam.DoFn):
+    """Further page requests for the streams the reads so far left short."""
+
+    def __init__(self) -> None:
+        self._top_up_pages = Metrics.counter(METRICS_NAMESPACE, API_TOP_UP_PAGES)
+
+    def process(self, plan: ReadPlan, stats: list[PageStat]) -> Iterable[PageRequest]:
+        pages = plan.top_up(stats)
+        self._top_up_pages.inc(len(pages))
+        yield from pages
+
+
+class _ReportShortStreamsFn(beam.DoFn):
+    def __init__(self) -> None:
+        self._short = Metrics.counter(METRICS_NAMESPACE, API_STREAMS_SHORT)
+
+    def process(self, plan: ReadPlan, stats: list[PageStat]) -> Iterable[Any]:
+        short = plan.shortfalls(stats)
+        self._short.inc(len(short))
+        for stream, (usable, quota) in list(short.items())[:_MAX_LOGGED_SHORT]:
+            _log.warning("GBIF API stream %s is short: %d usable record(s) read for a planned quota of %d",
+                         stream_label(stream), usable, quota)
+        if len(short) > _MAX_LOGGED_SHORT:
+            _log.warning("... and %d more short streams", len(short) - _MAX_LOGGED_SHORT)
+        return []
 
 
 class ReadOccurrenceMedia(beam.PTransform):
-    @classmethod
-    def from_options(cls, options) -> ReadOccurrenceMedia:
-        return cls()
+    """The occurrence search API source; see the module docstring.
 
-    def expand(self, pbegin):
-        raise NotImplementedError("ReadOccurrenceMedia is not built yet")
+    ``query`` maps GBIF search parameters to a value or a list of values (OR); it is
+    validated at construction (unknown field → OptionError naming it and close matches).
+    """
+
+    def __init__(
+        self,
+        query: Mapping[str, Sequence[str] | str] | None = None,
+        *,
+        api_url: str = DEFAULT_GBIF_API_URL,
+        user_agent: str = DEFAULT_USER_AGENT,
+        label_field: str = "speciesKey",
+        stream_fields: Sequence[str] = (),
+        media_type: str = "StillImage",
+        nb_samples: int | None = None,
+        nb_samples_per_stream: int | None = None,
+        weighted: bool = False,
+        one_media_per_occurrence: bool = True,
+        licenses: Iterable[str] = (),
+        seed: int = 0,
+        read_margin: float = DEFAULT_MARGIN,
+        top_up_rounds: int = 2,
+        api_concurrency: int = 4,
+        max_retries: int = 5,
+        timeout: tuple[float, float] = (10.0, 60.0),
+    ) -> None:
+        super().__init__()
+        self.query = validate_query(query or {}, media_type=media_type)
+        self.api_url = api_url
+        self.user_agent = user_agent
+        self.label_field = label_field
+        self.stream_fields = tuple(stream_fields)
+        self.media_type = media_type
+        self.nb_samples = nb_samples
+        self.nb_samples_per_stream = nb_samples_per_stream
+        self.weighted = weighted
+        self.one_media_per_occurrence = one_media_per_occurrence
+        self.licenses = frozenset(licenses)
+        self.seed = seed
+        self.read_margin = read_margin
+        self.top_up_rounds = top_up_rounds
+        self.api_concurrency = api_concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+
+    @classmethod
+    def from_options(cls, options: GbifMediaOptions) -> ReadOccurrenceMedia:
+        opts = options.view_as(GbifMediaOptions)
+        return cls(
+            parse_query(opts.query),
+            api_url=opts.gbif_api_url,
+            user_agent=http_user_agent(opts),
+            label_field=opts.label_field,
+            stream_fields=parse_csv_list(opts.split_streams_by),
+            media_type=opts.media_type,
+            nb_samples=opts.nb_samples,
+            nb_samples_per_stream=opts.nb_samples_per_stream,
+            weighted=bool(opts.weighted_streams),
+            one_media_per_occurrence=not opts.all_media,
+            licenses=parse_csv_list(opts.licenses),
+            seed=opts.seed,
+            api_concurrency=opts.gbif_api_concurrency,
+        )
+
+    def client(self) -> GbifClient:
+        return GbifClient(self.api_url, self.user_agent, timeout=self.timeout, max_retries=self.max_retries,
+                          max_concurrency=self.api_concurrency)
+
+    def plan(self, client: GbifClient | None = None) -> ReadPlan:
+        """The read plan (counts and facet calls only, no pages): what --dry_run prints via ``.describe()``."""
+        return plan_reads(client or self.client(), self.query, stream_fields=self.stream_fields, nb_samples=self.nb_samples,
+                          nb_samples_per_stream=self.nb_samples_per_stream, weighted=self.weighted, seed=self.seed,
+                          margin=self.read_margin)
+
+    def describe_plan(self) -> str:
+        return self.plan().describe()
+
+    def _fetch(self, pages: beam.PCollection, name: str) -> tuple[beam.PCollection, beam.PCollection]:
+        fetched = (
+            pages
+            | f"Reshuffle{name}" >> beam.Reshuffle()
+            | f"Fetch{name}" >> beam.ParDo(_FetchPagesFn(self)).with_outputs(_STATS, main="records")
+        )
+        return fetched.records, fetched[_STATS]
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        plan = pbegin | "Seed" >> beam.Create([None]) | "PlanReads" >> beam.ParDo(_PlanReadsFn(self))
+        pages = plan | "PageRequests" >> beam.FlatMap(lambda read_plan: read_plan.page_requests())
+        records, stats = self._fetch(pages, "Pages")
+        all_records, all_stats = [records], [stats]
+        for round_number in range(1, self.top_up_rounds + 1):
+            stats_so_far = tuple(all_stats) | f"StatsBeforeTopUp{round_number}" >> beam.Flatten()
+            more = plan | f"TopUp{round_number}" >> beam.ParDo(_TopUpFn(), beam.pvalue.AsList(stats_so_far))
+            records, stats = self._fetch(more, f"TopUp{round_number}")
+            all_records.append(records)
+            all_stats.append(stats)
+        final_stats = tuple(all_stats) | "AllPageStats" >> beam.Flatten()
+        _ = plan | "ReportShortStreams" >> beam.ParDo(_ReportShortStreamsFn(), beam.pvalue.AsList(final_stats))
+        return tuple(all_records) | "AllRecords" >> beam.Flatten()

@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 
 from beam_gbif.options import GbifMediaOptions
 from beam_gbif.records import MediaRecord
+from beam_gbif.sampling_bounded import BoundedBalancedSampleFn, outcome_figures
 from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE, LowestQuotaFn, LowestRankedFn, ranked
 from beam_gbif.sampling_quotas import Stream, compute_quotas, validate_sampling_options
 
@@ -31,6 +32,11 @@ RECORDS_AVAILABLE = "sampling_records_available"
 RECORDS_SELECTED = "sampling_records_selected"
 SHORT_STREAMS = "sampling_short_streams"
 _LOG = logging.getLogger(__name__)
+
+# Strategies (see SampleStreams).
+AUTO, BOUNDED, TWO_PASS, CAP_ONLY, EVERYTHING = "auto", "bounded", "two_pass", "cap_only", "everything"
+# Up to this many selected records, one bounded pass beats holding the input for a second one.
+BOUNDED_SAMPLE_LIMIT = 1_000_000
 _MAX_LOGGED_SHORT_STREAMS = 20
 
 
@@ -46,7 +52,7 @@ class OneMediaPerOccurrence(beam.PTransform):
             records
             | "KeyByOccurrence" >> beam.Map(lambda record: (record.occurrence_key, record))
             | "LowestRankedMedia" >> beam.CombinePerKey(LowestRankedFn(self._seed, ONE_MEDIA_PURPOSE))
-            | "DropKeys" >> beam.Values()
+            | "DropKeys" >> beam.Values().with_output_types(MediaRecord)
         )
 
 
@@ -86,7 +92,8 @@ class _KeepLowestPerStream(beam.PTransform):
             keyed = records | "KeyWithQuota" >> beam.FlatMap(_with_quota, quotas=beam.pvalue.AsSingleton(self._quotas), seed=self._seed)
         else:
             keyed = records | "KeyWithCap" >> beam.Map(_with_fixed_quota, quota=self._fixed_quota, seed=self._seed)
-        return keyed | "LowestQuotaPerStream" >> beam.CombinePerKey(LowestQuotaFn()) | "Selected" >> beam.FlatMap(lambda kv: kv[1])
+        lowest = keyed | "LowestQuotaPerStream" >> beam.CombinePerKey(LowestQuotaFn())
+        return lowest | "Selected" >> beam.FlatMap(lambda kv: kv[1]).with_output_types(MediaRecord)
 
 
 def requested_per_stream(nb_samples: int | None, nb_samples_per_stream: int | None, weighted: bool, nb_streams: int) -> int | None:
@@ -125,7 +132,7 @@ def stream_stats_rows(
 
 
 class _ReportStreams(beam.DoFn):
-    """Turns the three singletons into per-stream rows; counts and logs short streams."""
+    """(selected counts, availability, quotas) → one row per stream; counts and logs short streams."""
 
     def __init__(self, nb_samples: int | None, nb_samples_per_stream: int | None, weighted: bool):
         self._rule = (nb_samples, nb_samples_per_stream, weighted)
@@ -134,7 +141,8 @@ class _ReportStreams(beam.DoFn):
         self._selected = Metrics.counter(METRICS_NAMESPACE, RECORDS_SELECTED)
         self._short = Metrics.counter(METRICS_NAMESPACE, SHORT_STREAMS)
 
-    def process(self, selected_counts: dict[Stream, int], availability: dict[Stream, int], quotas: dict[Stream, int]):
+    def process(self, figures: tuple[dict[Stream, int], dict[Stream, int], dict[Stream, int]]) -> Iterable[dict[str, Any]]:
+        selected_counts, availability, quotas = figures
         requested = requested_per_stream(*self._rule, nb_streams=len(availability))
         rows = stream_stats_rows(selected_counts, availability, quotas, requested)
         short = [row for row in rows if row["short"]]
@@ -157,6 +165,19 @@ class _ReportStreams(beam.DoFn):
 class SampleStreams(beam.PTransform):
     """Selects exact, seeded per-stream quotas of MediaRecords (``record.stream`` set by the sources).
 
+    Two strategies give the identical record set:
+
+    - ``"bounded"`` (balanced ``nb_samples`` up to ``BOUNDED_SAMPLE_LIMIT``): one pass, a global
+      combiner that drops records as soon as they can no longer be selected; no runner has to
+      hold the input, but the final merge holds the O(nb_samples) selected records.
+    - ``"two_pass"`` (``-1``, weighted, larger samples): count every stream, then keep the lowest
+      quota_i per stream with a per-stream combiner (memory O(quota) per key); the runner keeps
+      the input until the counts are known (on Dataflow, in its shuffle; on the FnApiRunner, in
+      memory).
+
+    A per-stream cap alone needs no counts (a per-stream combiner of the cap, one pass); no
+    sampling option at all selects everything without a shuffle.
+
     After the transform is applied, ``stream_stats`` is a PCollection of one dict per stream:
     ``{"stream": [...], "available": int, "quota": int, "requested": int | None,
     "selected": int, "short": bool}``.
@@ -170,6 +191,7 @@ class SampleStreams(beam.PTransform):
         weighted: bool = False,
         one_media_per_occurrence: bool = True,
         seed: int = 0,
+        strategy: str = AUTO,
     ):
         super().__init__()
         validate_sampling_options(nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted)
@@ -178,6 +200,7 @@ class SampleStreams(beam.PTransform):
         self._weighted = weighted
         self._one_media = one_media_per_occurrence
         self._seed = seed
+        self.strategy = self._choose_strategy(strategy)
         self.stream_stats: beam.PCollection | None = None
 
     @classmethod
@@ -190,6 +213,20 @@ class SampleStreams(beam.PTransform):
             seed=options.seed,
         )
 
+    def _choose_strategy(self, strategy: str) -> str:
+        balanced = self._nb_samples is not None and self._nb_samples > 0 and not self._weighted
+        if strategy == AUTO:
+            if self._nb_samples is None:
+                return CAP_ONLY if self._cap is not None else EVERYTHING
+            return BOUNDED if balanced and self._nb_samples <= BOUNDED_SAMPLE_LIMIT else TWO_PASS
+        if strategy == BOUNDED and not balanced:
+            raise ValueError("the bounded strategy needs a balanced, positive nb_samples")
+        if strategy == TWO_PASS and self._nb_samples is None:
+            raise ValueError("the two-pass strategy needs nb_samples")
+        if strategy not in (BOUNDED, TWO_PASS):
+            raise ValueError(f"unknown sampling strategy {strategy!r}; use {AUTO!r}, {BOUNDED!r} or {TWO_PASS!r}")
+        return strategy
+
     def _quota_rule(self) -> functools.partial:
         # A plain function of the counts, so the closure pickled to workers holds no transform.
         return functools.partial(
@@ -199,26 +236,32 @@ class SampleStreams(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         if self._one_media:
             records = records | "OneMediaPerOccurrence" >> OneMediaPerOccurrence(self._seed)
+        if self.strategy == BOUNDED:
+            selected, figures = self._bounded(records)
+        else:
+            selected, figures = self._keyed(records)
+        self.stream_stats = figures | "StreamStats" >> beam.ParDo(_ReportStreams(self._nb_samples, self._cap, self._weighted))
+        return selected
+
+    def _bounded(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        outcome = records | "BoundedSample" >> beam.CombineGlobally(BoundedBalancedSampleFn(self._nb_samples, self._cap, self._seed))
+        selected = outcome | "Selected" >> beam.FlatMap(lambda result: result[2]).with_output_types(MediaRecord)
+        return selected, outcome | "Figures" >> beam.Map(outcome_figures)
+
+    def _keyed(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         availability = records | "CountPerStream" >> _CountPerStream()
-        quotas = None
-        if self._nb_samples is not None:
-            quotas = availability | "ComputeQuotas" >> beam.Map(self._quota_rule())
+        quotas = availability | "ComputeQuotas" >> beam.Map(self._quota_rule())
+        if self.strategy == TWO_PASS:
             selected = records | "KeepQuotas" >> _KeepLowestPerStream(self._seed, quotas=quotas)
-        elif self._cap is not None:
+        elif self.strategy == CAP_ONLY:
             # A cap alone needs no counts: min(available, cap) is the lowest `cap` ranks.
             selected = records | "KeepCap" >> _KeepLowestPerStream(self._seed, fixed_quota=self._cap)
         else:
             selected = records  # everything: no shuffle beyond the optional one-media step
-        self.stream_stats = self._stats(selected, availability, quotas, selects_all=selected is records)
-        return selected
-
-    def _stats(
-        self, selected: beam.PCollection, availability: beam.PCollection, quotas: beam.PCollection | None, selects_all: bool
-    ) -> beam.PCollection:
-        selected_counts = availability if selects_all else selected | "CountSelected" >> _CountPerStream()
-        if quotas is None:
-            quotas = availability | "QuotasFromCounts" >> beam.Map(self._quota_rule())
-        report = _ReportStreams(self._nb_samples, self._cap, self._weighted)
-        return selected_counts | "StreamStats" >> beam.ParDo(
-            report, availability=beam.pvalue.AsSingleton(availability), quotas=beam.pvalue.AsSingleton(quotas)
+        selected_counts = availability if selected is records else selected | "CountSelected" >> _CountPerStream()
+        figures = selected_counts | "Figures" >> beam.Map(
+            lambda counts, available, quota: (counts, available, quota),
+            available=beam.pvalue.AsSingleton(availability),
+            quota=beam.pvalue.AsSingleton(quotas),
         )
+        return selected, figures

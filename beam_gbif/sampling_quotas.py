@@ -7,7 +7,7 @@ Pure Python and integer-exact (no floats), so the planner (on API counts) and th
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from beam_gbif.options import OptionError
 from beam_gbif.sampling_hash import seeded_hash, stream_text
@@ -101,9 +101,10 @@ def _weighted(availability: Mapping[Stream, int], bounds: dict[Stream, int], tot
     """Largest-remainder apportionment of ``total`` ∝ availability, within ``bounds``."""
     if total >= sum(bounds.values()):
         return dict(bounds)
-    # A stream whose proportional share exceeds its bound is held at the bound and the rest is
-    # shared among the others. The share/bound ratio grows with availability, and holding a
-    # stream only lowers the others' shares, so one pass in descending availability finds them.
+    # quota_i = min(bound_i, λ·avail_i) for the λ that makes Σ = total. A stream whose share
+    # exceeds its bound is held at it, which raises λ for the rest. avail/bound grows with
+    # availability, so in descending availability the held streams come first: once one
+    # stream fits under the current λ, every later one does too and λ no longer changes.
     quotas: dict[Stream, int] = {}
     remaining = total
     free_weight = sum(availability.values())
@@ -129,7 +130,28 @@ def _weighted(availability: Mapping[Stream, int], bounds: dict[Stream, int], tot
     # Leftover < number of non-zero remainders, and a stream with a non-zero remainder has a
     # share strictly below its (integer) bound, so rounding it up stays within the bound.
     if leftover:
-        rounded_candidates = [stream for stream in free if remainders[stream]]
-        for stream in heapq.nsmallest(leftover, rounded_candidates, key=lambda s: (-remainders[s], _tie_key(s, seed))):
+        for stream in _largest_remainders(free, remainders, leftover, seed):
             quotas[stream] += 1
     return quotas
+
+
+def _largest_remainders(streams: list[Stream], remainders: dict[Stream, int], count: int, seed: int) -> list[Stream]:
+    """The ``count`` streams of largest remainder; ties at the cut-off in the seeded order."""
+    by_remainder = sorted(streams, key=lambda stream: remainders[stream], reverse=True)
+    cutoff = remainders[by_remainder[count - 1]]
+    above = [stream for stream in by_remainder[:count] if remainders[stream] > cutoff]
+    # Only streams tied at the cut-off need the (costlier) seeded order.
+    tied = [stream for stream in by_remainder if remainders[stream] == cutoff]
+    return above + heapq.nsmallest(count - len(above), tied, key=lambda stream: _tie_key(stream, seed))
+
+
+def water_level(bounds: Iterable[int], total: int) -> int | None:
+    """The largest t with Σ min(bound, t) ≤ total, or None when every bound fits (Σ ≤ total)."""
+    ascending = sorted(bounds)
+    remaining, unfilled = total, len(ascending)
+    for bound in ascending:
+        if bound * unfilled > remaining:
+            return remaining // unfilled
+        remaining -= bound
+        unfilled -= 1
+    return None

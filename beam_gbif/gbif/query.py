@@ -68,7 +68,15 @@ def search_parameter_for_field(field: str) -> str | None:
     return _BY_LOWER_NAME.get(name.lower())
 
 
-def validate_query(query: Mapping[str, Sequence[str] | str], *, media_type: str | None = None) -> dict[str, list[str]]:
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or isinstance(value, (dict, list)):
+        raise OptionError(f"--query has an unsupported value {value!r}")
+    return str(value)
+
+
+def validate_query(query: Mapping[str, Sequence[object] | object], *, media_type: str | None = None) -> dict[str, list[str]]:
     """``--query`` (as parsed by options.parse_query) → GBIF search parameters, values as lists (repeated = OR).
 
     Field names get GBIF's spelling; ``mediaType`` is set to ``media_type`` unless the query
@@ -77,11 +85,11 @@ def validate_query(query: Mapping[str, Sequence[str] | str], *, media_type: str 
     parameters: dict[str, list[str]] = {}
     for field, value in query.items():
         name = canonical_parameter(str(field))
-        values = [value] if isinstance(value, str) else list(value)
+        values = [_text(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
         if not values:
             raise OptionError(f"--query field {field!r} has an empty list of values")
         merged = parameters.setdefault(name, [])
-        merged.extend(str(v) for v in values if str(v) not in merged)
+        merged.extend(v for v in values if v not in merged)
     if media_type and "mediaType" not in parameters:
         parameters["mediaType"] = [media_type]
     return parameters

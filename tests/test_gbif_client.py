@@ -1,0 +1,127 @@
+"""GbifClient against the fake GBIF API: retries, errors, politeness, pickling; query validation."""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import pickle
+import time
+
+import pytest
+
+from beam_gbif.gbif.client import GbifApiError, GbifClient, parse_retry_after
+from beam_gbif.gbif.query import validate_query
+from beam_gbif.options import OptionError
+from beam_gbif.testing.fake_gbif import FakeGbifApi
+from beam_gbif.testing.synthetic import SyntheticOccurrences
+
+
+@pytest.fixture(scope="module")
+def api():
+    with FakeGbifApi(SyntheticOccurrences([11, 22], ["a", "b"], per_stream=50, seed=1)) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh(api):
+    api.clear_faults()
+    api.clear_requests()
+    return api
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def client_for(api: FakeGbifApi, **kwargs) -> tuple[GbifClient, Sleeps]:
+    sleeps = Sleeps()
+    return GbifClient(api.base_url, "beam-gbif-tests/1 (+mailto:test@example.org)", sleep=sleeps, **kwargs), sleeps
+
+
+def test_user_agent_count_and_facets(fresh):
+    client, _ = client_for(fresh)
+    assert client.count({"speciesKey": ["11"]}) == 100
+    assert client.facet_counts({"speciesKey": ["11", "22"]}, "datasetKey", page_size=1) == {"a": 100, "b": 100}
+    assert fresh.requests[0].query["limit"] == "0"
+    assert len(fresh.search_requests()) == 1 + 3  # a facet page of 1 value per call, until a short page
+
+
+def test_429_with_retry_after_then_success(fresh):
+    fresh.inject(status=429, retry_after=7, times=2)
+    client, sleeps = client_for(fresh)
+    assert client.count({}) == 200
+    assert sleeps == [7.0, 7.0] and client.retries == 2 and len(fresh.search_requests()) == 3
+
+
+def test_retry_after_is_capped_and_parses_http_dates():
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= parse_retry_after(later) <= 31
+    assert parse_retry_after("nonsense") is None and parse_retry_after("12") == 12.0
+
+
+def test_500_then_success_backs_off_with_jitter(fresh):
+    fresh.inject(status=500, times=3)
+    client, sleeps = client_for(fresh, backoff_base=1.0, backoff_max=3.0)
+    assert client.count({}) == 200
+    assert len(sleeps) == 3 and all(0 <= s <= bound for s, bound in zip(sleeps, [1, 2, 3], strict=True))
+
+
+def test_dropped_connection_and_truncated_body_are_retried(fresh):
+    fresh.inject(drop=True)
+    fresh.inject(truncate=True)
+    client, sleeps = client_for(fresh)
+    assert len(client.search({"limit": 50})["results"]) == 50
+    assert len(sleeps) == 2
+
+
+def test_permanent_500_is_a_clear_error_naming_url_and_status(fresh):
+    fresh.inject(status=500, times=10, body="database on fire")
+    client, sleeps = client_for(fresh, max_retries=2)
+    with pytest.raises(GbifApiError) as raised:
+        client.search({"speciesKey": "11", "limit": 5})
+    message = str(raised.value)
+    assert "HTTP 500" in message and f"{fresh.base_url}/occurrence/search?speciesKey=11&limit=5" in message
+    assert "database on fire" in message and raised.value.status == 500 and len(sleeps) == 2
+
+
+def test_other_4xx_fails_at_once(fresh):
+    client, sleeps = client_for(fresh)
+    with pytest.raises(GbifApiError, match=r"HTTP 400 .*offset=99999.*100000"):
+        client.search({"offset": 99_999, "limit": 300})
+    assert sleeps == [] and len(fresh.search_requests()) == 1
+
+
+def test_timeout_is_retried_then_reported(fresh):
+    fresh.inject(delay=1.0, times=5)
+    client, _ = client_for(fresh, timeout=(1.0, 0.2), max_retries=1)
+    with pytest.raises(GbifApiError, match="2 attempt"):
+        client.count({})
+
+
+def test_pickles_without_a_session(fresh):
+    client, _ = client_for(fresh)
+    client.count({})
+    clone = pickle.loads(pickle.dumps(client))
+    assert clone.count({"datasetKey": "a"}) == 100
+
+
+def test_download_streams_to_a_file(fresh):
+    client, _ = client_for(fresh)
+    sink = io.BytesIO()
+    seen = []
+    written = client.download(f"{fresh.base_url}/occurrence/search?limit=3", sink, progress=seen.append)
+    assert written == len(sink.getvalue()) > 0 and seen[-1] == written
+    fresh.inject(truncate=True)
+    again = io.BytesIO()
+    assert client.download("occurrence/search?limit=3", again) == written  # rewound and retried after the truncation
+
+
+def test_query_validation_names_unknown_fields_and_adds_media_type():
+    assert validate_query({"speciesKey": ["1", "2"], "COUNTRY": "DK"}, media_type="StillImage") == {
+        "speciesKey": ["1", "2"], "country": ["DK"], "mediaType": ["StillImage"]}
+    assert validate_query({"mediaType": ["Sound"]}, media_type="StillImage") == {"mediaType": ["Sound"]}
+    with pytest.raises(OptionError, match=r"'speciesKy'.*did you mean 'speciesKey'"):
+        validate_query({"speciesKy": "1"})
+    with pytest.raises(OptionError, match="'offset'"):
+        validate_query({"offset": "10"})

@@ -1,0 +1,232 @@
+"""Dataflow readiness: the DataflowRunner translates the full pipeline offline (``--dry_run``),
+and the pipeline run on two worker processes produces exactly what the in-process run does.
+
+The translation runs in a subprocess inside ``unshare -rn`` (loopback only) when available,
+so any network call during pipeline construction, staging or translation fails the test.
+Run ``python3 tests/test_dataflow.py translate OUT_JSON`` to do the same by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BEAM_GBIF_SHARED_DATA", ROOT.parent / "shared" / "data"))
+OFFLINE_ENV = {
+    "NO_GCE_CHECK": "True",
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+    "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
+}
+DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=beam-gbif-test", "--region=europe-west1", "--temp_location=gs://beam-gbif-test/tmp",
+                 "--dry_run=true", "--output=gs://beam-gbif-test/dataset"]
+STAGES = ("ReadMedia", "FilterMedia", "SampleStreams", "AssignSplits", "DownloadMedia", "WriteManifest")
+
+# An 8x8 JPEG: real image bytes for the local media server.
+JPEG = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARES"
+    "EhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCAAIAAgDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEA"
+    "AAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6"
+    "Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx"
+    "8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAV"
+    "YnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPE"
+    "xcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDHooorhPqD/9k="
+)
+
+
+# --------------------------------------------------------------------------- translation
+
+
+def _translate_all(out_file: Path, work: Path) -> None:
+    """Builds the full pipeline for each source and runs it on the DataflowRunner with --dry_run."""
+    sys.path.insert(0, str(ROOT))
+    import apache_beam as beam
+
+    from pipelines.gbif_media import build, make_options
+
+    listing = work / "urls.csv"
+    listing.write_text("url,label,split\nhttp://127.0.0.1:9/a.jpg,a,\nhttp://127.0.0.1:9/b.jpg,b,test\n", encoding="utf-8")
+    variants: dict[str, list[str]] = {
+        # The one variant that also builds and stages the package, as a real submission does.
+        "urls": [f"--input={listing}", "--label=label", f"--setup_file={ROOT / 'setup.py'}"],
+        "dwca": [f"--dwca={SHARED_DATA / 'dwca' / '0026367-210914110416597.zip'}", f"--dwca_root_path={work / 'dwca'}",
+                 "--label=speciesKey"],
+    }
+    api = None
+    try:
+        from beam_gbif.testing.fake_gbif import FakeGbifApi
+        from beam_gbif.testing.synthetic import SyntheticOccurrences
+
+        api = FakeGbifApi(SyntheticOccurrences([5352251, 3190653], ["ds-a", "ds-b"], per_stream=5, media_base_url="http://127.0.0.1:9")).start()
+        variants["api"] = [f"--gbif_api_url={api.base_url}", '--query={"speciesKey": [5352251, 3190653]}', "--label=speciesKey"]
+    except ImportError:
+        pass
+    common = ["--licenses=CC0_1_0,CC_BY_4_0,CC_BY_NC_4_0", "--random_subsets=train=0.9,test=0.1", "--split_streams_by=speciesKey",
+              "--nb_samples=8"]
+    report: dict[str, Any] = {}
+    try:
+        for name, argv in variants.items():
+            options = make_options(DATAFLOW_ARGS + common + argv)
+            pipeline = beam.Pipeline(options=options)
+            try:
+                build(pipeline, options)
+            except NotImplementedError as exc:
+                report[name] = {"placeholder": str(exc)}
+                continue
+            result = pipeline.run()
+            proto = result.job.proto_pipeline
+            names = sorted({t.unique_name for t in proto.components.transforms.values()})
+            job_type = result.job.proto.type
+            report[name] = {"state": str(result.state), "transforms": names, "job_type": getattr(job_type, "name", str(job_type))}
+    finally:
+        if api is not None:
+            api.stop()
+    out_file.write_text(json.dumps(report), encoding="utf-8")
+
+
+def _loopback_only_prefix() -> list[str]:
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-rn"]
+    return []
+
+
+@pytest.fixture(scope="module")
+def translation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    work = tmp_path_factory.mktemp("dataflow")
+    out_file = work / "report.json"
+    env = dict(os.environ, **OFFLINE_ENV, PYTHONPATH=str(ROOT))
+    command = [*_loopback_only_prefix(), sys.executable, str(Path(__file__)), "translate", str(out_file), str(work)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=work)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(out_file.read_text(encoding="utf-8"))
+
+
+def _built_stages() -> list[str]:
+    """The stages that are more than a placeholder today (a placeholder's identity expand adds no transform)."""
+    import importlib
+
+    modules = {"FilterMedia": "beam_gbif.filtering", "SampleStreams": "beam_gbif.sampling", "AssignSplits": "beam_gbif.splits",
+               "DownloadMedia": "beam_gbif.download.fetch", "WriteManifest": "beam_gbif.manifest"}
+    return [stage for stage in STAGES
+            if stage not in modules or "(placeholder)" not in (importlib.import_module(modules[stage]).__doc__ or "")]
+
+
+def test_dataflow_runner_translates_every_source_offline(translation: dict[str, Any]) -> None:
+    translated = {name: report for name, report in translation.items() if "placeholder" not in report}
+    assert {"urls", "dwca"} <= set(translated), translation
+    for name, report in translated.items():
+        assert report["state"].endswith("DONE") and report["job_type"].endswith("BATCH"), (name, report)
+        for stage in _built_stages():
+            assert stage in report["transforms"], f"{name}: {stage} missing from the Dataflow job"
+        assert "WriteManifest/Stats/WriteStatsJson" in report["transforms"]
+
+
+def test_dry_run_is_refused_by_nothing_and_submits_nothing(translation: dict[str, Any]) -> None:
+    # The translation ran in a loopback-only namespace (when unshare works): staging, auth and
+    # submission were all skipped by --dry_run, or the subprocess would have failed.
+    assert translation["urls"]["state"].endswith("DONE")
+
+
+# --------------------------------------------------------------------------- two processes vs one
+
+
+class _MediaHandler(BaseHTTPRequestHandler):
+    hits = 0
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        with self.lock:
+            type(self).hits += 1
+        if not self.path.startswith("/media/"):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(JPEG)))
+        self.end_headers()
+        self.wfile.write(JPEG)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def media_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MediaHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _dataset_files(output: Path) -> dict[str, str]:
+    skip = {"stats.json", "ATTRIBUTION.csv"}
+    return {str(p.relative_to(output)): hashlib.sha256(p.read_bytes()).hexdigest() for p in output.rglob("*")
+            if p.is_file() and p.name not in skip and p.parent.name != "manifest"}
+
+
+def _comparable_stats(output: Path) -> dict[str, Any]:
+    stats = json.loads((output / "stats.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in stats.items() if k not in ("output", "run_id", "seconds")}
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path: Path, media_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from beam_gbif.manifest import read_attribution, read_manifest
+    from pipelines.gbif_media import run
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the worker processes import beam_gbif
+    for name, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(name, value)
+    listing = tmp_path / "urls.csv"
+    rows = [f"{media_server}/media/{i}.jpg,{['Amanita muscaria', '5352251', '3190653'][i % 3]},{'test' if i % 7 == 0 else ''},CC BY 4.0"
+            for i in range(30)]
+    listing.write_text("url,label,split,license\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    argv = [f"--input={listing}", "--label=label", "--random_subsets=train=0.8,test=0.2", "--licenses=CC_BY_4_0",
+            "--allow_private_hosts", "--timeout=20", "--max_retries=1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run([*argv, f"--output={one}", "--runner=FnApiRunner"]) == 0
+    assert run([*argv, f"--output={two}", "--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]) == 0
+    manifest = read_manifest(str(one))
+    assert len(manifest) == 30
+    assert read_manifest(str(two)) == manifest
+    assert _dataset_files(two) == _dataset_files(one)
+    assert _comparable_stats(two) == _comparable_stats(one)
+    assert sorted(map(json.dumps, read_attribution(str(two)))) == sorted(map(json.dumps, read_attribution(str(one))))
+    if "DownloadMedia" in _built_stages():
+        assert {record.status for record in manifest} == {"DOWNLOADED"}
+        assert len(_dataset_files(one)) == 30
+
+
+@pytest.mark.slow
+def test_dry_run_makes_no_media_request(tmp_path: Path, media_server: str) -> None:
+    from pipelines.gbif_media import run
+
+    listing = tmp_path / "urls.csv"
+    listing.write_text("".join(f"{media_server}/media/{i}.jpg\n" for i in range(5)), encoding="utf-8")
+    _MediaHandler.hits = 0
+    code = run([f"--input={listing}", f"--output={tmp_path / 'out'}", "--runner=FnApiRunner", "--allow_private_hosts", "--dry_run"])
+    assert code == 0
+    assert _MediaHandler.hits == 0
+    assert not list((tmp_path / "out").rglob("*.jpg"))
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "translate":
+    _translate_all(Path(sys.argv[2]), Path(sys.argv[3]))

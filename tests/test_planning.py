@@ -1,0 +1,136 @@
+"""Read planning against the fake GBIF API: few requests for small samples, every record reachable."""
+
+from __future__ import annotations
+
+import collections
+from concurrent.futures import ThreadPoolExecutor
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_gbif.filtering import FilterMedia
+from beam_gbif.gbif.client import GbifClient
+from beam_gbif.gbif.planning import OFFSET_CAP, PAGE_SIZE, PageStat, plan_reads
+from beam_gbif.gbif.query import validate_query
+from beam_gbif.sampling import SampleStreams
+from beam_gbif.sources.occurrence_api import API_STREAMS_SHORT, ReadOccurrenceMedia
+from beam_gbif.testing.fake_gbif import FakeGbifApi
+from beam_gbif.testing.synthetic import SyntheticOccurrences
+
+SPECIES = list(range(101, 111))
+
+_COLLECTED: list = []
+
+
+def _collect(items: list) -> None:
+    _COLLECTED.extend(items)
+
+
+def run(transform_chain) -> tuple[list, dict[str, int]]:
+    _COLLECTED.clear()
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    _ = transform_chain(pipeline) | beam.combiners.ToList() | beam.Map(_collect)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters: dict[str, int] = collections.Counter()
+    for counter in result.metrics().query()["counters"]:
+        counters[counter.key.metric.name] += counter.committed
+    return list(_COLLECTED), counters
+
+
+@pytest.fixture(scope="module")
+def large_streams():
+    """10 streams × 50,000 occurrences (about 42,000 with an image each)."""
+    occurrences = SyntheticOccurrences(SPECIES, ["d1"], per_stream=50_000, media_base_url="http://127.0.0.1:1", seed=7)
+    with FakeGbifApi(occurrences) as api:
+        yield api
+
+
+def test_small_balanced_sample_of_large_streams_reads_near_the_minimum(large_streams):
+    api = large_streams
+    api.clear_requests()
+    source = ReadOccurrenceMedia({"speciesKey": SPECIES}, api_url=api.base_url, stream_fields=["speciesKey"], nb_samples=1000, seed=1)
+    selected, counters = run(lambda p: p | source | FilterMedia() | SampleStreams(nb_samples=1000, seed=1))
+    per_stream = collections.Counter(r.stream for r in selected)
+    assert per_stream == {(str(s),): 100 for s in SPECIES}  # exact, from what was read
+    pages = [r for r in api.search_requests() if r.query.get("limit") != "0"]
+    planning = len(api.search_requests()) - len(pages)
+    minimum = 10  # one page per stream: each stream needs its own filtered request
+    assert planning == 1 and minimum <= len(pages) <= 2 * minimum, (planning, len(pages))
+    total_pages = sum(-(-count // PAGE_SIZE) for count in [42_000] * 10)
+    assert len(pages) < total_pages / 50  # never every page
+    offsets = {int(r.query["offset"]) for r in pages}
+    assert len(offsets) > 3 and counters[API_STREAMS_SHORT] == 0  # seeded random pages, not all the first one
+
+
+def test_page_choice_is_seeded(large_streams):
+    client = GbifClient(large_streams.base_url)
+    query = validate_query({"speciesKey": SPECIES[:3]}, media_type="StillImage")
+
+    def pages(seed: int) -> list:
+        plan = plan_reads(client, query, stream_fields=["speciesKey"], nb_samples_per_stream=500, seed=seed)
+        return [(p.stream, p.offset) for p in plan.page_requests()]
+
+    assert pages(1) == pages(1) and pages(1) != pages(2)
+    assert len(pages(1)) == 3 * 3  # ceil(500 × 1.25 + 20) / 300 pages per stream
+
+
+def test_streams_outside_the_query_are_discovered_by_facets(large_streams):
+    client = GbifClient(large_streams.base_url)
+    large_streams.clear_requests()
+    plan = plan_reads(client, validate_query({"speciesKey": SPECIES[:4]}, media_type="StillImage"),
+                      stream_fields=["datasetKey", "speciesKey"], nb_samples=40)
+    assert [s.stream for s in plan.streams] == [("d1", str(s)) for s in SPECIES[:4]]
+    assert [s.quota for s in plan.streams] == [10] * 4
+    # The field with unknown values is faceted once per value of the other one.
+    assert plan.planning_requests == len(large_streams.search_requests()) == 4
+    text = plan.describe()
+    assert "streams by datasetKey,speciesKey: 4" in text and "d1/101" in text and "minimum possible 4" in text
+
+
+def test_top_up_reads_further_unread_pages_for_short_streams(large_streams):
+    client = GbifClient(large_streams.base_url)
+    plan = plan_reads(client, validate_query({"speciesKey": SPECIES[:2]}, media_type="StillImage"),
+                      stream_fields=["speciesKey"], nb_samples=600)
+    first = plan.page_requests()
+    assert len(first) == 2 * 2
+    # The first round found few usable records in stream 101 (e.g. a strict licence filter) and plenty in 102.
+    stats = [PageStat(p.stream, p.page_id, p.limit, 10 if p.stream == ("101",) else p.limit) for p in first]
+    more = plan.top_up(stats)
+    assert more and {p.stream for p in more} == {("101",)}
+    assert not {p.page_id for p in more} & {p.page_id for p in first}
+    stats += [PageStat(p.stream, p.page_id, p.limit, p.limit) for p in more]
+    assert plan.top_up(stats) == [] and plan.shortfalls(stats) == {}
+
+
+def test_short_stream_is_reported():
+    occurrences = SyntheticOccurrences([1, 2], ["d"], stream_sizes={(1, "d"): 400, (2, "d"): 12}, media_count_weights=(0, 1, 0, 0, 0),
+                                       sound_fraction=0, missing_identifier_fraction=0.5, duplicate_url_fraction=0, seed=2)
+    with FakeGbifApi(occurrences) as api:
+        source = ReadOccurrenceMedia({"speciesKey": [1, 2]}, api_url=api.base_url, stream_fields=["speciesKey"], nb_samples_per_stream=50)
+        records, counters = run(lambda p: p | source)
+    assert counters[API_STREAMS_SHORT] == 1
+    assert collections.Counter(r.stream for r in records)[("1",)] >= 50
+
+
+@pytest.mark.slow
+def test_stream_of_250000_is_fully_reachable_through_partitioning():
+    # Two years of 125,000 each: years alone do not get under the cap, so each is split again (by month).
+    occurrences = SyntheticOccurrences([42], ["big"], per_stream=250_000, media_count_weights=(0, 1, 0, 0, 0), sound_fraction=0,
+                                       years=(2000, 2001), seed=3)
+    with FakeGbifApi(occurrences) as api:
+        client = GbifClient(api.base_url, max_concurrency=4)
+        plan = plan_reads(client, validate_query({"speciesKey": 42}, media_type="StillImage"), stream_fields=["speciesKey"])
+        (stream,) = plan.streams
+        assert stream.count == 250_000 and len(stream.segments) > 3
+        assert all(segment.count <= OFFSET_CAP for segment in stream.segments)
+        assert any("partitioned by year" in note for note in plan.notes) and any("month" in note for note in plan.notes)
+        pages = plan.page_requests()
+
+        def keys(page) -> list[int]:
+            return [o["key"] for o in client.search(page.search_params())["results"]]
+
+        with ThreadPoolExecutor(4) as pool:
+            read = [key for page_keys in pool.map(keys, pages) for key in page_keys]
+    assert len(read) == len(set(read)) == 250_000

@@ -1,0 +1,117 @@
+"""A real GCS emulator (``gcp-storage-emulator``) on 127.0.0.1 for tests, demos and benchmarks.
+
+    with GcsEmulator(bucket="test-bucket") as gcs:
+        store_for(f"gs://{gcs.bucket}/dataset")   # google-cloud-storage talks to the emulator
+
+While active it sets ``STORAGE_EMULATOR_HOST`` (google-cloud-storage then targets the emulator;
+``beam_gbif.download.stores.gcs_client`` uses anonymous credentials) and the variables that stop
+Google's auth libraries from probing the GCE metadata server; everything is restored on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+NO_METADATA_ENV = {
+    "NO_GCE_CHECK": "True",
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+    "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def emulator_command() -> list[str]:
+    exe = shutil.which("gcp-storage-emulator")
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "from gcp_storage_emulator.__main__ import main; main()"]
+
+
+class GcsEmulator:
+    """Starts ``gcp-storage-emulator start --in-memory`` as a subprocess on a free loopback port.
+
+    Attributes while running: ``endpoint`` (``http://127.0.0.1:PORT``), ``bucket``, ``host``
+    (``127.0.0.1:PORT``, the value of STORAGE_EMULATOR_HOST). ``env()`` gives the environment a
+    subprocess (e.g. a pipeline under test) needs to use the emulator.
+    """
+
+    def __init__(self, bucket: str = "beam-gbif-test", startup_timeout: float = 30.0) -> None:
+        self.bucket = bucket
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self._process: subprocess.Popen | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}"
+
+    def env(self) -> dict[str, str]:
+        return {**NO_METADATA_ENV, "STORAGE_EMULATOR_HOST": self.endpoint, "GOOGLE_CLOUD_PROJECT": "beam-gbif-emulator"}
+
+    def start(self) -> GcsEmulator:
+        self.port = free_port()
+        cmd = [*emulator_command(), "start", "--host=127.0.0.1", f"--port={self.port}", "--in-memory",
+               f"--default-bucket={self.bucket}", "--quiet"]
+        child_env = {**os.environ, **NO_METADATA_ENV}
+        self._process = subprocess.Popen(cmd, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                raise RuntimeError(f"gcp-storage-emulator exited with {self._process.returncode}: {err[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{self.bucket}", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"gcp-storage-emulator did not answer on {self.endpoint} within {self.startup_timeout:.0f} s")
+            time.sleep(0.1)
+        for name, value in self.env().items():
+            self._saved_env[name] = os.environ.get(name)
+            os.environ[name] = value
+        return self
+
+    def stop(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stderr:
+                self._process.stderr.close()
+            self._process = None
+
+    def __enter__(self) -> GcsEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

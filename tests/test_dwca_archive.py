@@ -6,13 +6,16 @@ import io
 import os
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.dwca.archive import citation_of, classify_spec, forget_prepared_archives, prepare_archive, resolve_archive
 from beam_gbif.dwca.meta import DwcaError
-from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, FakeDownload, FakeDownloadServer
+from beam_gbif.gbif.client import GbifClient
+from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, DownloadFaults, FakeDownload, download_routes
+from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
 
 KEY = "0026367-210914110416597"
@@ -38,8 +41,9 @@ def gbif(real_zip):
         FakeDownload(key="0000002-210914110416597", doi="10.15468/dl.running", archive=b"", status="RUNNING"),
         FakeDownload(key="0000003-210914110416597", doi="10.15468/dl.csv0001", archive=real_zip, format="SIMPLE_CSV"),
     ]
-    with FakeDownloadServer(downloads) as server:
-        yield server
+    faults = DownloadFaults()
+    with FakeGbifApi(extra_routes=[download_routes(downloads, faults)]) as api:
+        yield SimpleNamespace(api_url=api.base_url, faults=faults)
 
 
 def _files_under(folder: Path) -> set[Path]:
@@ -109,9 +113,11 @@ def test_truncated_transfer_and_server_error_are_retried(gbif, tmp_path):
 
 
 def test_download_that_keeps_failing_is_a_clear_error_and_leaves_no_file(gbif, tmp_path):
+    client = GbifClient(gbif.api_url, max_retries=2, sleep=lambda seconds: None)
     gbif.faults.zip_faults.extend([TRUNCATE] * 3)
-    with pytest.raises(DwcaError, match="could not download the archive .*IncompleteRead"):
-        resolve_archive(KEY, cache_root=str(tmp_path), api_url=gbif.api_url)
+    with pytest.raises(DwcaError, match="could not download the archive .*after 3 attempt"):
+        resolve_archive(KEY, cache_root=str(tmp_path), client=client)
+    assert gbif.faults.requests["zip"] == 3
     assert list(tmp_path.iterdir()) == []
 
 

@@ -18,7 +18,8 @@ from beam_gbif.options import GbifMediaOptions, normalize_argv
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.dwca import MALFORMED_MULTIMEDIA_ROWS, MALFORMED_OCCURRENCE_ROWS, ReadDwcaMedia, archive_citation
 from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, DROPPED_NO_MEDIA
-from beam_gbif.testing.fake_downloads import FakeDownload, FakeDownloadServer
+from beam_gbif.testing.fake_downloads import FakeDownload, download_routes
+from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
 
 KEY = "0026367-210914110416597"
@@ -104,8 +105,8 @@ def test_real_archive_every_still_image_becomes_a_record(real_zip, tmp_path):
 def test_real_archive_by_doi_labels_from_a_full_term_uri_keep_literal_quotes(real_zip, tmp_path):
     expected, unlabelled = expected_images(real_zip, VERBATIM_LOCALITY)
     assert any('"' in label for _, _, label, _, _ in expected)  # the point of this label: values with a literal "
-    with FakeDownloadServer([FakeDownload(key=KEY, doi=DOI, archive=real_zip)]) as gbif:
-        source = ReadDwcaMedia(DOI, cache_root=str(tmp_path / "cache"), api_url=gbif.api_url, label_field=VERBATIM_LOCALITY,
+    with FakeGbifApi(extra_routes=[download_routes([FakeDownload(key=KEY, doi=DOI, archive=real_zip)])]) as gbif:
+        source = ReadDwcaMedia(DOI, cache_root=str(tmp_path / "cache"), api_url=gbif.base_url, label_field=VERBATIM_LOCALITY,
                                stream_fields=["datasetKey", "http://rs.tdwg.org/dwc/terms/countryCode"])
         records, counters = run_source(source, tmp_path)
     assert _as_tuples(records) == expected

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -26,14 +27,13 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 from zlib import error as ZlibError  # what a corrupt deflate stream raises
 
-import requests
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.dwca.meta import ArchiveMeta, DwcaError, DwcaFile, parse_meta, safe_member_name
+from beam_gbif.gbif.client import GbifApiError, GbifClient
+from beam_gbif.options import DEFAULT_GBIF_API_URL
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ _DOI = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", r
 _DOWNLOAD_KEY = re.compile(r"^\d{7}-\d{15}$")
 _EXTRACTED_MARKER = "_EXTRACTED.json"
 _COPY_CHUNK = 1 << 20
-_DOWNLOAD_ATTEMPTS = 3
 # Small files extracted next to the data for attribution (citations.txt lists every dataset).
 _ATTRIBUTION_MEMBERS = ("citations.txt", "rights.txt", "metadata.xml")
 
@@ -97,12 +96,19 @@ def _delete(uri: str) -> None:
 def _write_atomically(uri: str, fill: Callable[[BinaryIO], None]) -> None:
     """Runs ``fill(file)`` so that ``uri`` appears whole or not at all.
 
-    Local: a temporary file in the same folder, then rename. GCS: one upload, which only
-    becomes an object when it completes.
+    Local: a temporary file in the same folder, then rename. GCS: a temporary object, then a
+    rename (server-side copy), because closing a writer after a failure would still publish
+    the partial upload under its name.
     """
     if uri.startswith("gs://"):
-        with FileSystems.create(uri, compression_type=UNCOMPRESSED) as out:
-            fill(out)
+        temporary = f"{uri}.partial-{secrets.token_hex(6)}"
+        try:
+            with FileSystems.create(temporary, compression_type=UNCOMPRESSED) as out:
+                fill(out)
+            FileSystems.rename([temporary], [uri])
+        except BaseException:
+            _delete(temporary)
+            raise
         return
     folder = os.path.dirname(uri)
     os.makedirs(folder, exist_ok=True)
@@ -130,46 +136,17 @@ def _read_bytes(uri: str) -> bytes:
 # --------------------------------------------------------------------------- GBIF HTTP
 
 
-def _http_session(user_agent: str) -> requests.Session:
-    """requests with the client's politeness: identifiable User-Agent, backoff with jitter, Retry-After."""
-    retry = Retry(
-        total=5,
-        connect=5,
-        read=3,
-        status=5,
-        backoff_factor=0.5,
-        backoff_jitter=0.5,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=None,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = user_agent or DEFAULT_USER_AGENT
-    return session
-
-
-def fetch_download_metadata(api_url: str, doi_or_key: str, *, user_agent: str = DEFAULT_USER_AGENT) -> dict[str, Any]:
+def fetch_download_metadata(client: GbifClient, doi_or_key: str) -> dict[str, Any]:
     """``GET {api}/occurrence/download/{doi-or-key}``; DwcaError for an unknown download or a failed request."""
-    url = f"{api_url.rstrip('/')}/occurrence/download/{doi_or_key}"
-    with _http_session(user_agent) as session:
-        try:
-            response = session.get(url, timeout=(10, 60))
-        except requests.RequestException as exc:
-            raise DwcaError(f"cannot reach the GBIF API for download {doi_or_key} at {url}: {exc}") from None
-    if response.status_code == 404:
-        raise DwcaError(f"GBIF knows no download {doi_or_key!r} ({url} answered 404)")
-    if response.status_code != 200:
-        raise DwcaError(f"GBIF download metadata for {doi_or_key} failed: {url} answered HTTP {response.status_code}")
+    path = f"occurrence/download/{doi_or_key}"
     try:
-        metadata = response.json()
-    except ValueError:
-        raise DwcaError(f"GBIF download metadata for {doi_or_key} is not JSON ({url})") from None
+        metadata = client.get_json(path)
+    except GbifApiError as exc:
+        if exc.status == 404:
+            raise DwcaError(f"GBIF knows no download {doi_or_key!r} ({client.url(path)} answered 404)") from None
+        raise DwcaError(f"GBIF download metadata for {doi_or_key} could not be read: {exc}") from None
     if not isinstance(metadata, dict) or not metadata.get("key"):
-        raise DwcaError(f"GBIF download metadata for {doi_or_key} has no download key ({url})")
+        raise DwcaError(f"GBIF download metadata for {doi_or_key} has no download key ({client.url(path)})")
     return metadata
 
 
@@ -191,53 +168,44 @@ def _check_downloadable(metadata: dict[str, Any], asked: str) -> None:
         raise DwcaError(f"GBIF download {asked} ({metadata.get('key')}) has format {download_format}, not DWCA (a Darwin Core Archive)")
 
 
-def _stream_to(response: requests.Response, out: BinaryIO, expected: int | None, what: str) -> int:
-    """Copies the body to ``out`` logging progress every few seconds; returns the bytes written."""
-    written = 0
-    last_log = time.monotonic()
-    for chunk in response.iter_content(chunk_size=_COPY_CHUNK):
-        out.write(chunk)
-        written += len(chunk)
+def _progress_logger(what: str, expected: int | None) -> Callable[[int], None]:
+    """A progress callback that logs the running byte count every few seconds."""
+    last_log = [time.monotonic()]
+
+    def progress(written: int) -> None:
         now = time.monotonic()
-        if now - last_log >= 5:
-            last_log = now
+        if now - last_log[0] >= 5:
+            last_log[0] = now
             share = f" of {expected / 1e6:.1f} MB ({100 * written / expected:.0f}%)" if expected else ""
             log.info("downloading %s: %.1f MB%s", what, written / 1e6, share)
-    return written
+
+    return progress
 
 
-def _download_body(response: requests.Response, destination: str, expected_size: int | None, what: str) -> int:
-    written = [0]
+def download_archive(client: GbifClient, url: str, destination: str, expected_size: int | None) -> None:
+    """Fetches ``url`` into ``destination`` so it appears whole or not at all; DwcaError when it cannot.
+
+    GbifClient retries 5xx/429/connection errors and truncated bodies (rewinding the seekable
+    temporary file). A gs:// destination is first downloaded to a local temporary file, so a
+    retried transfer never leaves a partial upload behind.
+    """
 
     def fill(out: BinaryIO) -> None:
-        written[0] = _stream_to(response, out, expected_size, what)
+        try:
+            written = client.download(url, out, progress=_progress_logger(url, expected_size))
+        except GbifApiError as exc:
+            raise DwcaError(f"could not download the archive {url}: {exc}") from None
+        if expected_size and written != expected_size:
+            raise DwcaError(f"could not download the archive {url}: got {written} bytes, GBIF's metadata says {expected_size}")
 
-    _write_atomically(destination, fill)
-    return written[0]
-
-
-def download_archive(url: str, destination: str, expected_size: int | None, *, user_agent: str = DEFAULT_USER_AGENT) -> None:
-    """Fetches ``url`` into ``destination`` atomically; retries truncated bodies; DwcaError when it cannot."""
-    last_problem = ""
-    with _http_session(user_agent) as session:
-        for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
-            try:
-                with session.get(url, stream=True, timeout=(10, 120)) as response:
-                    if response.status_code != 200:
-                        last_problem = f"HTTP {response.status_code}"
-                    else:
-                        written = _download_body(response, destination, expected_size, url)
-                        if expected_size and written != expected_size:
-                            _delete(destination)
-                            last_problem = f"got {written} bytes, GBIF's metadata says {expected_size}"
-                        else:
-                            log.info("downloaded %s (%.1f MB) to %s", url, written / 1e6, destination)
-                            return
-            except (requests.RequestException, OSError) as exc:
-                last_problem = f"{type(exc).__name__}: {exc}"
-            log.warning("download of %s failed (attempt %d/%d): %s", url, attempt, _DOWNLOAD_ATTEMPTS, last_problem)
-            time.sleep(min(2.0**attempt * 0.25, 5.0))
-    raise DwcaError(f"could not download the archive {url}: {last_problem}")
+    if destination.startswith("gs://"):
+        with tempfile.TemporaryFile(prefix="beam-gbif-dwca-") as local:
+            fill(local)
+            local.seek(0)
+            _write_atomically(destination, lambda out: shutil.copyfileobj(local, out, _COPY_CHUNK))
+    else:
+        _write_atomically(destination, fill)
+    log.info("downloaded %s to %s", url, destination)
 
 
 # --------------------------------------------------------------------------- resolving and the cache
@@ -286,11 +254,15 @@ def resolve_archive(
     spec: str,
     *,
     cache_root: str | None = None,
-    api_url: str,
+    api_url: str = DEFAULT_GBIF_API_URL,
     user_agent: str = DEFAULT_USER_AGENT,
+    client: GbifClient | None = None,
     force_download: bool = False,
 ) -> ResolvedArchive:
-    """``--dwca`` → a zip in the cache (downloaded or reused) or the user's own zip."""
+    """``--dwca`` → a zip in the cache (downloaded or reused) or the user's own zip.
+
+    ``client`` defaults to a GbifClient of ``api_url`` with ``user_agent``.
+    """
     kind, value = classify_spec(spec)
     root = cache_root or default_cache_root()
     if kind == "path":
@@ -301,7 +273,8 @@ def resolve_archive(
         digest = hashlib.sha1(value.encode("utf-8")).hexdigest()[:16]
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", value.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zip"))[:60] or "archive"
         return ResolvedArchive(zip_uri=value, archive_id=f"{stem}-{digest}")
-    metadata = fetch_download_metadata(api_url, value, user_agent=user_agent)
+    client = client or GbifClient(api_url, user_agent)
+    metadata = fetch_download_metadata(client, value)
     _check_downloadable(metadata, value)
     key = str(metadata["key"])
     safe_member_name(key)  # a key from the API still names a file: it must stay inside the cache
@@ -311,8 +284,8 @@ def resolve_archive(
     zip_uri = _join(root, f"{key}.zip")
     downloaded = False
     if force_download or not _cached_archive_is_valid(zip_uri, expected_size):
-        url = f"{api_url.rstrip('/')}/occurrence/download/request/{key}.zip"
-        download_archive(url, zip_uri, expected_size, user_agent=user_agent)
+        url = client.url(f"occurrence/download/request/{key}.zip")
+        download_archive(client, url, zip_uri, expected_size)
         if not _zip_is_readable(zip_uri):
             _delete(zip_uri)
             raise DwcaError(f"the archive downloaded from {url} is not a zip with a meta.xml")
@@ -420,7 +393,14 @@ _prepared: dict[tuple[str, str, str], PreparedArchive] = {}
 _prepared_lock = threading.Lock()
 
 
-def prepare_archive(spec: str, *, cache_root: str | None = None, api_url: str, user_agent: str = DEFAULT_USER_AGENT) -> PreparedArchive:
+def prepare_archive(
+    spec: str,
+    *,
+    cache_root: str | None = None,
+    api_url: str = DEFAULT_GBIF_API_URL,
+    user_agent: str = DEFAULT_USER_AGENT,
+    client: GbifClient | None = None,
+) -> PreparedArchive:
     """Resolves, downloads if needed and extracts ``spec``; memoised per process (one download per run).
 
     A cached download whose members fail their CRC is deleted and fetched once more.
@@ -430,7 +410,8 @@ def prepare_archive(spec: str, *, cache_root: str | None = None, api_url: str, u
     with _prepared_lock:
         if memo_key in _prepared:
             return _prepared[memo_key]
-        resolved = resolve_archive(spec, cache_root=root, api_url=api_url, user_agent=user_agent)
+        client = client or GbifClient(api_url, user_agent)
+        resolved = resolve_archive(spec, cache_root=root, client=client)
         folder = _join(root, resolved.archive_id)
         try:
             meta, files, attribution = _extract(resolved.zip_uri, folder, resolved.zip_uri)
@@ -438,7 +419,7 @@ def prepare_archive(spec: str, *, cache_root: str | None = None, api_url: str, u
             if not resolved.key:
                 raise DwcaError(f"{resolved.zip_uri} is a damaged zip: {exc}") from None
             log.warning("cached archive %s is damaged (%s): fetching it again", resolved.zip_uri, exc)
-            resolved = resolve_archive(spec, cache_root=root, api_url=api_url, user_agent=user_agent, force_download=True)
+            resolved = resolve_archive(spec, cache_root=root, client=client, force_download=True)
             meta, files, attribution = _extract(resolved.zip_uri, folder, resolved.zip_uri)
         if not (resolved.doi and resolved.key) and "metadata.xml" in attribution:
             # A user's own zip of a GBIF download still names its DOI and key in metadata.xml.

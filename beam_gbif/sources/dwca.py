@@ -30,27 +30,30 @@ MEDIA_WITHOUT_OCCURRENCE = "dwca_media_without_occurrence"
 DUPLICATE_OCCURRENCE_ROWS = "dwca_duplicate_occurrence_rows"
 INVALID_OCCURRENCE_IDS = "dwca_invalid_occurrence_ids"
 
-_OCCURRENCE = "occurrence"
-_MEDIA = "media"
+# Join input: (gbifID, tag + packed values). A one-byte tag instead of CoGroupByKey's tagged
+# tuples keeps every shuffled element a single bytes object (see Projection.pack).
+_OCCURRENCE = b"o"
+_MEDIA = b"m"
 
 
 class _ParseOccurrences(beam.DoFn):
-    """A core row → ``(gbifID, projected values)``; rows with too few columns are counted and skipped."""
+    """A core row → ``(gbifID, b"o" + projected values)``; rows with too few columns are counted and skipped."""
 
     def __init__(self, columns: Projection):
         self._columns = columns
         self._malformed = Metrics.counter(METRICS_NAMESPACE, MALFORMED_OCCURRENCE_ROWS)
 
-    def process(self, line: bytes) -> Iterable[tuple[str, tuple[str, ...]]]:
+    def process(self, line: bytes) -> Iterable[tuple[str, bytes]]:
         parsed = self._columns.parse(line)
         if parsed is None:
             self._malformed.inc()
             return
-        yield parsed
+        row_id, values = parsed
+        yield row_id, _OCCURRENCE + self._columns.pack(values)
 
 
 class _ParseMedia(beam.DoFn):
-    """A multimedia row → ``(gbifID, values)`` when it is of the wanted type and has a URL.
+    """A multimedia row → ``(gbifID, b"m" + values)`` when it is of the wanted type and has a URL.
 
     Filtering here, before the join, keeps sounds and URL-less rows out of the shuffle; the
     drops are counted under media_records' own counter names.
@@ -63,7 +66,7 @@ class _ParseMedia(beam.DoFn):
         self._other_type = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_OTHER_TYPE)
         self._no_url = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_NO_URL)
 
-    def process(self, line: bytes) -> Iterable[tuple[str, tuple[str, ...]]]:
+    def process(self, line: bytes) -> Iterable[tuple[str, bytes]]:
         parsed = self._columns.parse(line)
         if parsed is None:
             self._malformed.inc()
@@ -75,7 +78,7 @@ class _ParseMedia(beam.DoFn):
         elif not item["identifier"]:
             self._no_url.inc()
         else:
-            yield row_id, values
+            yield row_id, _MEDIA + self._columns.pack(values)
 
 
 class _BuildRecords(beam.DoFn):
@@ -94,10 +97,12 @@ class _BuildRecords(beam.DoFn):
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, DUPLICATE_OCCURRENCE_ROWS)
         self._invalid_ids = Metrics.counter(METRICS_NAMESPACE, INVALID_OCCURRENCE_IDS)
 
-    def process(self, joined: tuple[str, dict[str, Iterable[tuple[str, ...]]]]) -> Iterable[MediaRecord]:
-        gbif_id, groups = joined
-        occurrences = list(groups[_OCCURRENCE])
-        media = list(groups[_MEDIA])
+    def process(self, joined: tuple[str, Iterable[bytes]]) -> Iterable[MediaRecord]:
+        gbif_id, tagged = joined
+        occurrences: list[bytes] = []
+        media: list[bytes] = []
+        for value in tagged:
+            (occurrences if value[:1] == _OCCURRENCE else media).append(value[1:])
         if not occurrences:
             self._orphans.inc(len(media))
             return
@@ -106,9 +111,9 @@ class _BuildRecords(beam.DoFn):
             return
         if len(occurrences) > 1:
             self._duplicates.inc(len(occurrences) - 1)
-        occurrence = self._occurrence_columns.as_dict(min(occurrences))  # min: independent of delivery order
+        occurrence = self._occurrence_columns.unpack(min(occurrences))  # min: independent of delivery order
         occurrence["gbifID"] = gbif_id
-        items = [self._media_columns.as_dict(values) for values in sorted(media)]
+        items = [self._media_columns.unpack(packed) for packed in sorted(media)]
         try:
             records, dropped = media_records(
                 occurrence, items, label_field=self._label_field, stream_fields=self._stream_fields,
@@ -166,18 +171,19 @@ class ReadDwcaMedia(beam.PTransform):
         occurrences = (
             pbegin
             | "ReadOccurrences" >> _read_lines(prepared.core_uri, core.ignore_header_lines)
-            | "ParseOccurrences" >> beam.ParDo(_ParseOccurrences(occurrence_columns))
+            | "ParseOccurrences" >> beam.ParDo(_ParseOccurrences(occurrence_columns)).with_output_types(tuple[str, bytes])
         )
         media = (
             pbegin
             | "ReadMultimedia" >> _read_lines(prepared.multimedia_uri, multimedia.ignore_header_lines)
-            | "ParseMedia" >> beam.ParDo(_ParseMedia(media_columns, self._media_type))
+            | "ParseMedia" >> beam.ParDo(_ParseMedia(media_columns, self._media_type)).with_output_types(tuple[str, bytes])
         )
         build = _BuildRecords(occurrence_columns, media_columns, self._label_field, self._stream_fields, self._media_type,
                               prepared.archive.source)
         return (
-            {_OCCURRENCE: occurrences, _MEDIA: media}
-            | "JoinByGbifId" >> beam.CoGroupByKey()
+            (occurrences, media)
+            | "Rows" >> beam.Flatten()
+            | "JoinByGbifId" >> beam.GroupByKey()
             | "BuildRecords" >> beam.ParDo(build).with_output_types(MediaRecord)
         )
 

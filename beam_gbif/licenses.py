@@ -14,6 +14,7 @@ same permissions under a local jurisdiction's law.
 
 from __future__ import annotations
 
+import functools
 import re
 
 UNKNOWN = "UNKNOWN"
@@ -70,6 +71,8 @@ _MAJOR_VERSION = re.compile(r"(?<![\d.])v?([1-4])(?![\d.])")
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
 
+# GBIF data repeats a few thousand distinct licence texts across millions of media items.
+@functools.lru_cache(maxsize=8192)
 def normalize_license(raw: str) -> str:
     """The licence code of a raw licence text (URL, code or free text); ``UNKNOWN`` if not recognised."""
     text = (raw or "").strip()

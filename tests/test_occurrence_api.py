@@ -125,3 +125,18 @@ def test_from_options():
     assert source.query == {"speciesKey": ["5352251", "3190653"], "mediaType": ["StillImage"]}
     assert (source.label_field, source.stream_fields, source.nb_samples, source.seed) == ("scientificName", ("datasetKey",), 10, 3)
     assert source.api_url == "http://127.0.0.1:9/v1" and source.licenses == {"CC0_1_0"}
+
+
+@pytest.mark.slow
+def test_two_worker_processes_read_the_same_records(fresh, synthetic, tmp_path):
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    pipeline = beam.Pipeline(options=options)
+
+    def source() -> ReadOccurrenceMedia:
+        return ReadOccurrenceMedia({"speciesKey": [1, 2]}, api_url=fresh.base_url, stream_fields=["speciesKey"], nb_samples=300, seed=5)
+
+    _ = pipeline | source() | beam.Map(lambda r: r.url) | beam.io.WriteToText(str(tmp_path / "urls"))
+    pipeline.run().wait_until_finish()
+    urls = [line for path in tmp_path.glob("urls*") for line in path.read_text().splitlines()]
+    in_process, _ = run_source(source())
+    assert sorted(urls) == sorted(r.url for r in in_process) and len(urls) >= 300

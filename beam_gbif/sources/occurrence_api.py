@@ -15,6 +15,7 @@ Deduplication by URL is FilterMedia's job, sampling SampleStreams'.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -44,15 +45,46 @@ _STATS = "page_stats"
 _MAX_LOGGED_SHORT = 20
 
 
+@dataclasses.dataclass(frozen=True)
+class ApiReadSettings:
+    """Everything the DoFns need (a small picklable value, not the transform itself)."""
+
+    query: dict[str, list[str]]
+    api_url: str
+    user_agent: str
+    label_field: str
+    stream_fields: tuple[str, ...]
+    media_type: str
+    nb_samples: int | None
+    nb_samples_per_stream: int | None
+    weighted: bool
+    one_media_per_occurrence: bool
+    licenses: frozenset[str]
+    seed: int
+    read_margin: float
+    api_concurrency: int
+    max_retries: int
+    timeout: tuple[float, float]
+
+    def client(self) -> GbifClient:
+        return GbifClient(self.api_url, self.user_agent, timeout=self.timeout, max_retries=self.max_retries,
+                          max_concurrency=self.api_concurrency)
+
+    def plan(self, client: GbifClient | None = None) -> ReadPlan:
+        return plan_reads(client or self.client(), self.query, stream_fields=self.stream_fields, nb_samples=self.nb_samples,
+                          nb_samples_per_stream=self.nb_samples_per_stream, weighted=self.weighted, seed=self.seed,
+                          margin=self.read_margin)
+
+
 class _PlanReadsFn(beam.DoFn):
     """Runs the planner once, from the single seed element."""
 
-    def __init__(self, reader: ReadOccurrenceMedia) -> None:
-        self._reader = reader
+    def __init__(self, settings: ApiReadSettings) -> None:
+        self._settings = settings
         self._planning_requests = Metrics.counter(METRICS_NAMESPACE, API_PLANNING_REQUESTS)
 
     def process(self, _seed: Any) -> Iterable[ReadPlan]:
-        plan = self._reader.plan()
+        plan = self._settings.plan()
         self._planning_requests.inc(plan.planning_requests)
         for line in plan.describe().splitlines():
             _log.info("%s", line)
@@ -62,8 +94,8 @@ class _PlanReadsFn(beam.DoFn):
 class _FetchPagesFn(beam.DoFn):
     """Reads search pages; emits MediaRecords and, tagged, one PageStat per page."""
 
-    def __init__(self, reader: ReadOccurrenceMedia) -> None:
-        self._reader = reader
+    def __init__(self, settings: ApiReadSettings) -> None:
+        self._settings = settings
         self._client: GbifClient | None = None
         self._pages = Metrics.counter(METRICS_NAMESPACE, API_PAGES_READ)
         self._occurrences = Metrics.counter(METRICS_NAMESPACE, API_OCCURRENCES_READ)
@@ -72,7 +104,7 @@ class _FetchPagesFn(beam.DoFn):
         self._drops: dict[str, Any] = {}
 
     def setup(self) -> None:
-        self._client = self._reader.client()
+        self._client = self._settings.client()
 
     def process(self, page: PageRequest) -> Iterable[Any]:
         retries_before = self._client.retries
@@ -81,15 +113,15 @@ class _FetchPagesFn(beam.DoFn):
         self._pages.inc()
         self._occurrences.inc(len(results))
         usable = 0
-        reader = self._reader
+        settings = self._settings
         for occurrence in results:
-            records, dropped = media_records(occurrence, occurrence.get("media") or [], label_field=reader.label_field,
-                                             stream_fields=reader.stream_fields, media_type=reader.media_type, source="api")
+            records, dropped = media_records(occurrence, occurrence.get("media") or [], label_field=settings.label_field,
+                                             stream_fields=settings.stream_fields, media_type=settings.media_type, source="api")
             for name, count in dropped.items():
                 self._drop_counter(name).inc(count)
             self._records.inc(len(records))
-            accepted = [r for r in records if not reader.licenses or r.license_code in reader.licenses]
-            usable += (1 if accepted else 0) if reader.one_media_per_occurrence else len(accepted)
+            accepted = [r for r in records if not settings.licenses or r.license_code in settings.licenses]
+            usable += (1 if accepted else 0) if settings.one_media_per_occurrence else len(accepted)
             yield from records
         yield beam.pvalue.TaggedOutput(_STATS, PageStat(page.stream, page.page_id, len(results), usable))
 
@@ -175,7 +207,7 @@ class ReadOccurrenceMedia(beam.PTransform):
         self.top_up_rounds = top_up_rounds
         self.api_concurrency = api_concurrency
         self.max_retries = max_retries
-        self.timeout = timeout
+        self.timeout = tuple(timeout)
 
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> ReadOccurrenceMedia:
@@ -196,15 +228,17 @@ class ReadOccurrenceMedia(beam.PTransform):
             api_concurrency=opts.gbif_api_concurrency,
         )
 
+    @property
+    def settings(self) -> ApiReadSettings:
+        names = [field.name for field in dataclasses.fields(ApiReadSettings)]
+        return ApiReadSettings(**{name: getattr(self, name) for name in names})
+
     def client(self) -> GbifClient:
-        return GbifClient(self.api_url, self.user_agent, timeout=self.timeout, max_retries=self.max_retries,
-                          max_concurrency=self.api_concurrency)
+        return self.settings.client()
 
     def plan(self, client: GbifClient | None = None) -> ReadPlan:
         """The read plan (counts and facet calls only, no pages): what --dry_run prints via ``.describe()``."""
-        return plan_reads(client or self.client(), self.query, stream_fields=self.stream_fields, nb_samples=self.nb_samples,
-                          nb_samples_per_stream=self.nb_samples_per_stream, weighted=self.weighted, seed=self.seed,
-                          margin=self.read_margin)
+        return self.settings.plan(client)
 
     def describe_plan(self) -> str:
         return self.plan().describe()
@@ -213,12 +247,12 @@ class ReadOccurrenceMedia(beam.PTransform):
         fetched = (
             pages
             | f"Reshuffle{name}" >> beam.Reshuffle()
-            | f"Fetch{name}" >> beam.ParDo(_FetchPagesFn(self)).with_outputs(_STATS, main="records")
+            | f"Fetch{name}" >> beam.ParDo(_FetchPagesFn(self.settings)).with_outputs(_STATS, main="records")
         )
         return fetched.records, fetched[_STATS]
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        plan = pbegin | "Seed" >> beam.Create([None]) | "PlanReads" >> beam.ParDo(_PlanReadsFn(self))
+        plan = pbegin | "Seed" >> beam.Create([None]) | "PlanReads" >> beam.ParDo(_PlanReadsFn(self.settings))
         pages = plan | "PageRequests" >> beam.FlatMap(lambda read_plan: read_plan.page_requests())
         records, stats = self._fetch(pages, "Pages")
         all_records, all_stats = [records], [stats]

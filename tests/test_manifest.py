@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import fastavro
@@ -162,3 +164,42 @@ def test_empty_results_give_an_empty_manifest(tmp_path: Path) -> None:
     assert read_attribution(str(tmp_path)) == []
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["records"] == 0 and stats["by_status"] == {}
+
+
+@pytest.fixture
+def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The GCS emulator, with Beam's GCS filesystem going anonymous at once.
+
+    Beam looks for credentials (with retries, ~40 s) before it falls back to an anonymous
+    client; the emulator needs none, so the lookup is marked as done with no credentials.
+    """
+    from apache_beam.internal.gcp import auth
+
+    from beam_gbif.testing.gcs_emulator import GcsEmulator
+
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+    monkeypatch.setattr(auth._Credentials, "_credentials", None)
+    with GcsEmulator(bucket="manifest-test") as emulator:
+        yield emulator
+
+
+def test_manifest_on_gcs(gcs: Any) -> None:
+    from google.cloud import storage
+
+    from beam_gbif.download.stores import gcs_client
+
+    output = f"gs://{gcs.bucket}/datasets/plants"
+    run_manifest(make_results(7, prefix="http://127.0.0.1:1/first"), output)
+    bucket: storage.Bucket = gcs_client().bucket(gcs.bucket)
+    bucket.blob("datasets/plants/manifest/part-19990101T000000-000000-00000-of-00001.avro").upload_from_string(b"stale")
+    second = make_results(5, prefix="http://127.0.0.1:1/second")
+    run_manifest(second, output)
+    assert read_manifest(output) == sorted(second, key=lambda r: (r.url, r.occurrence_key))
+    names = sorted(blob.name for blob in bucket.list_blobs(prefix="datasets/plants/"))
+    shards = [name for name in names if name.startswith("datasets/plants/manifest/")]
+    assert len(shards) == 1 and "19990101" not in shards[0], names
+    assert set(names) == {*shards, "datasets/plants/ATTRIBUTION.csv", "datasets/plants/stats.json"}
+    assert len(read_attribution(output)) == 3  # DOWNLOADED, DOWNLOADED, SKIPPED_EXISTING
+    stats = finalize_stats(output, {"duplicate_urls": 1}, 3.0)
+    assert stats["records"] == 5 and stats["counters"] == {"duplicate_urls": 1}
+    assert json.loads(bucket.blob("datasets/plants/stats.json").download_as_bytes()) == stats

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import pytest
@@ -174,3 +176,33 @@ def test_retry_into_another_output_holds_only_the_retried_rows(tmp_path: Path) -
         pipeline | beam.Create(retried) | WriteManifest.from_options(options)
     assert read_manifest(str(tmp_path / "second")) == sorted(retried, key=lambda r: (r.url, r.occurrence_key))
     assert len(read_manifest(str(tmp_path / "first"))) == 4
+
+
+@pytest.fixture
+def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The GCS emulator; Beam's GCS filesystem goes anonymous at once instead of after ~40 s of credential lookups."""
+    from apache_beam.internal.gcp import auth
+
+    from beam_gbif.testing.gcs_emulator import GcsEmulator
+
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+    monkeypatch.setattr(auth._Credentials, "_credentials", None)
+    with GcsEmulator(bucket="url-list-test") as emulator:
+        yield emulator
+
+
+def test_list_and_retry_on_gcs(gcs: Any) -> None:
+    from beam_gbif.download.stores import gcs_client
+
+    bucket = gcs_client().bucket(gcs.bucket)
+    bucket.blob("lists/urls.tsv").upload_from_string("url\tlabel\nhttp://127.0.0.1:1/a.jpg\tx\nhttp://127.0.0.1:1/b.jpg\ty\n")
+    listing = f"gs://{gcs.bucket}/lists/urls.tsv"
+    records = read_records(ReadUrlList(input=listing))
+    assert [(r.url, r.label, r.source) for r in records] == [("http://127.0.0.1:1/a.jpg", "x", f"urls:{listing}"),
+                                                              ("http://127.0.0.1:1/b.jpg", "y", f"urls:{listing}")]
+    output = f"gs://{gcs.bucket}/dataset"
+    failed = records[0].replace(status=Status.FAILED_CONNECTION, error="refused")
+    done = records[1].replace(status=Status.DOWNLOADED, path="y/b.jpg", bytes=3)
+    with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
+        pipeline | beam.Create([failed, done]) | WriteManifest(output=output)
+    assert read_records(ReadUrlList(retry_failed_from=output + "/")) == [reset_for_retry(failed)]

@@ -134,3 +134,16 @@ def test_stream_of_250000_is_fully_reachable_through_partitioning():
         with ThreadPoolExecutor(4) as pool:
             read = [key for page_keys in pool.map(keys, pages) for key in page_keys]
     assert len(read) == len(set(read)) == 250_000
+
+
+def test_weighted_sampling_reads_every_stream_in_the_same_proportion():
+    sizes = {(1, "d"): 3_000, (2, "d"): 9_000, (3, "d"): 30_000}
+    occurrences = SyntheticOccurrences([1, 2, 3], ["d"], stream_sizes=sizes, media_count_weights=(0, 1, 0, 0, 0), sound_fraction=0, seed=6)
+    with FakeGbifApi(occurrences) as api:
+        plan = plan_reads(GbifClient(api.base_url), validate_query({"speciesKey": [1, 2, 3]}, media_type="StillImage"),
+                          stream_fields=["speciesKey"], nb_samples=420, weighted=True)
+    reads = {page.stream: 0 for page in plan.page_requests()}
+    for page in plan.page_requests():
+        reads[page.stream] += page.limit
+    assert [s.quota for s in plan.streams] == [30, 90, 300]
+    assert reads == {("1",): 38, ("2",): 113, ("3",): 375}  # 420 × 1.25 / 42,000 of each stream, rounded up

@@ -99,6 +99,7 @@ class StreamPlan:
     quota: int
     target_reads: int  # occurrences to read in the first round
     segments: list[Segment]
+    exact_reads: bool = False  # cut the last page at target_reads (weighted sampling keeps reads proportional)
 
     @property
     def reads_everything(self) -> bool:
@@ -125,6 +126,8 @@ class StreamPlan:
         for page in self.ranked_pages(seed):
             if total >= self.target_reads:
                 break
+            if self.exact_reads and total + page.limit > self.target_reads:
+                page = dataclasses.replace(page, limit=self.target_reads - total)
             chosen.append(page)
             total += page.limit
         return chosen
@@ -228,10 +231,11 @@ class ReadPlan:
             "  stream | count | quota | occurrences to read | pages | segments",
         ]
         for stream in self.streams[:max_streams]:
-            mode = "all" if stream.reads_everything else "random pages"
-            to_read = min(stream.target_reads, stream.count)
+            first = stream.first_pages(self.seed)
+            to_read = sum(page.limit for page in first)
+            mode = "all" if to_read >= stream.count else "random pages"
             lines.append(f"  {stream_label(stream.stream)} | {stream.count:,} | {stream.quota:,} | {to_read:,} ({mode}) | "
-                         f"{len(stream.first_pages(self.seed))} | {len(stream.segments)}")
+                         f"{len(first)} | {len(stream.segments)}")
         if len(self.streams) > max_streams:
             lines.append(f"  ... and {len(self.streams) - max_streams} more streams")
         lines.extend(f"  note: {note}" for note in self.notes)
@@ -375,14 +379,23 @@ def plan_reads(
     counts = planner.stream_counts([p for p in parameters if p])
     quotas = compute_quotas(counts, nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted, seed=seed)
     streams = []
+    # Weighted quotas are proportional to what the sampler sees, so every stream is read in
+    # the same proportion of its count (exact page cuts), not "quota + margin" each.
+    total = sum(counts.values())
+    weighted_fraction = min(1.0, nb_samples * (1 + margin) / total) if weighted and nb_samples and total else None
     for stream, count in counts.items():
         quota = quotas[stream]
-        target = count if quota >= count else min(count, math.ceil(quota * (1 + margin)) + MIN_EXTRA_READS)
+        if weighted_fraction is not None:
+            target = min(count, max(quota, math.ceil(count * weighted_fraction)))
+        elif quota >= count:
+            target = count
+        else:
+            target = min(count, math.ceil(quota * (1 + margin)) + MIN_EXTRA_READS)
         params = dict(planner.query)
         for parameter, value in zip(parameters, stream, strict=True):
             params[parameter] = [value]
         segments = planner.segments(params, count, stream_label(stream)) if count else []
-        streams.append(StreamPlan(stream, count, quota, target, segments))
+        streams.append(StreamPlan(stream, count, quota, target, segments, exact_reads=weighted_fraction is not None))
     plan = ReadPlan(
         query=dict(planner.query), stream_fields=planned_fields, streams=streams, nb_samples=nb_samples,
         nb_samples_per_stream=nb_samples_per_stream, weighted=weighted, seed=seed, margin=margin,

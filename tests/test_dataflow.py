@@ -8,16 +8,13 @@ Run ``python3 tests/test_dataflow.py translate OUT_JSON`` to do the same by hand
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +32,6 @@ DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=beam-gbif-test", "--regio
                  "--dry_run=true", "--output=gs://beam-gbif-test/dataset"]
 STAGES = ("ReadMedia", "FilterMedia", "SampleStreams", "AssignSplits", "DownloadMedia", "WriteManifest")
 
-# An 8x8 JPEG: real image bytes for the local media server.
-JPEG = base64.b64decode(
-    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARES"
-    "EhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCAAIAAgDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEA"
-    "AAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6"
-    "Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx"
-    "8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAV"
-    "YnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPE"
-    "xcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDHooorhPqD/9k="
-)
 
 
 # --------------------------------------------------------------------------- translation
@@ -144,36 +131,12 @@ def test_dry_run_is_refused_by_nothing_and_submits_nothing(translation: dict[str
 # --------------------------------------------------------------------------- two processes vs one
 
 
-class _MediaHandler(BaseHTTPRequestHandler):
-    hits = 0
-    lock = threading.Lock()
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        with self.lock:
-            type(self).hits += 1
-        if not self.path.startswith("/media/"):
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(JPEG)))
-        self.end_headers()
-        self.wfile.write(JPEG)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def media_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MediaHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def media() -> Iterator[Any]:
+    from beam_gbif.testing.media_server import MediaServer
+
+    with MediaServer() as server:
+        yield server
 
 
 def _dataset_files(output: Path) -> dict[str, str]:
@@ -188,7 +151,7 @@ def _comparable_stats(output: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path: Path, media_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path: Path, media: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from beam_gbif.manifest import read_attribution, read_manifest
     from pipelines.gbif_media import run
 
@@ -196,7 +159,7 @@ def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path: Path, media
     for name, value in OFFLINE_ENV.items():
         monkeypatch.setenv(name, value)
     listing = tmp_path / "urls.csv"
-    rows = [f"{media_server}/media/{i}.jpg,{['Amanita muscaria', '5352251', '3190653'][i % 3]},{'test' if i % 7 == 0 else ''},CC BY 4.0"
+    rows = [f"{media.url(str(i))},{['Amanita muscaria', '5352251', '3190653'][i % 3]},{'test' if i % 7 == 0 else ''},CC BY 4.0"
             for i in range(30)]
     listing.write_text("url,label,split,license\n" + "\n".join(rows) + "\n", encoding="utf-8")
     argv = [f"--input={listing}", "--label=label", "--random_subsets=train=0.8,test=0.2", "--licenses=CC_BY_4_0",
@@ -216,15 +179,14 @@ def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path: Path, media
 
 
 @pytest.mark.slow
-def test_dry_run_makes_no_media_request(tmp_path: Path, media_server: str) -> None:
+def test_dry_run_makes_no_media_request(tmp_path: Path, media: Any) -> None:
     from pipelines.gbif_media import run
 
     listing = tmp_path / "urls.csv"
-    listing.write_text("".join(f"{media_server}/media/{i}.jpg\n" for i in range(5)), encoding="utf-8")
-    _MediaHandler.hits = 0
+    listing.write_text("".join(f"{media.url(str(i))}\n" for i in range(5)), encoding="utf-8")
     code = run([f"--input={listing}", f"--output={tmp_path / 'out'}", "--runner=FnApiRunner", "--allow_private_hosts", "--dry_run"])
     assert code == 0
-    assert _MediaHandler.hits == 0
+    assert media.total_hits == 0
     assert not list((tmp_path / "out").rglob("*.jpg"))
 
 

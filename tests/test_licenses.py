@@ -152,3 +152,32 @@ def test_every_code_returned_is_known_and_codes_are_their_own_normal_form() -> N
         assert normalize_license(code) == code
     for raw in REAL_DATA_LICENSES:
         assert normalize_license(raw) in KNOWN_LICENSE_CODES
+
+
+def test_licenses_option_end_to_end(tmp_path: Path) -> None:
+    """--licenses filters before sampling: every stream still gets its full quota of usable images."""
+    from beam_gbif.manifest import read_manifest
+    from beam_gbif.testing.fake_gbif import FakeGbifApi
+    from beam_gbif.testing.media_server import MediaServer
+    from beam_gbif.testing.synthetic import SyntheticOccurrences
+    from pipelines.gbif_media import run
+
+    species, datasets = [5352251, 3190653], ["7a3679ef-5582-4aaa-81f0-8c2545cafc81", "50c9509d-22c7-4a22-a47d-8c48425ef4a7"]
+    with MediaServer() as media:
+        store = SyntheticOccurrences(species, datasets, per_stream=15, media_base_url=media.base_url, seed=3)
+        with FakeGbifApi(store) as api:
+            common = [f"--gbif_api_url={api.base_url}", '--query={"speciesKey": [5352251, 3190653]}', "--label=speciesKey",
+                      "--split_streams_by=speciesKey,datasetKey", "--nb_samples_per_stream=4", "--allow_private_hosts",
+                      "--runner=FnApiRunner"]
+            assert run([*common, f"--output={tmp_path / 'all'}"]) == 0
+            assert run([*common, f"--output={tmp_path / 'open'}", "--licenses=CC0_1_0,CC_BY_4_0"]) == 0
+    everything = read_manifest(str(tmp_path / "all"))
+    assert {r.license_code for r in everything} - {"CC0_1_0", "CC_BY_4_0"}, "the data must hold other licences for this test"
+    kept = read_manifest(str(tmp_path / "open"))
+    assert {r.license_code for r in kept} <= {"CC0_1_0", "CC_BY_4_0"}
+    for record in kept:  # the raw text stays on the record, next to its code
+        assert record.license and normalize_license(record.license) == record.license_code
+    per_stream: dict[tuple[str, ...], int] = {}
+    for record in kept:
+        per_stream[record.stream] = per_stream.get(record.stream, 0) + 1
+    assert per_stream == {(str(s), d): 4 for s in species for d in datasets}

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.options import GbifMediaOptions, OptionError
 from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL
-from beam_gbif.sources.occurrence_api import API_PAGES_READ, API_PLANNING_REQUESTS, API_RETRIES, ReadOccurrenceMedia
+from beam_gbif.sources.occurrence_api import API_PAGES_READ, API_PLANNING_REQUESTS, API_RETRIES, API_STREAMS_SHORT, ReadOccurrenceMedia
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 
@@ -67,6 +67,7 @@ def test_pages_through_every_page_and_keeps_only_the_media_type(fresh, synthetic
     assert sorted(r.url for r in records) == sorted(expected_urls(stream_one))
     assert {r.media_type for r in records} == {"StillImage"} and {r.source for r in records} == {"api"}
     assert counters[DROPPED_MEDIA_OTHER_TYPE] > 0  # Sound items on image occurrences were dropped
+    assert counters[API_STREAMS_SHORT] == 0  # nothing was asked per stream: reading everything is never short
     pages = [r for r in fresh.search_requests() if r.query.get("limit") != "0"]
     count = sum(1 for o in stream_one if any(m["type"] == "StillImage" for m in o["media"]))
     assert sorted(int(r.query["offset"]) for r in pages) == list(range(0, count, 300))

@@ -211,7 +211,12 @@ class ReadPlan:
         return pages
 
     def shortfalls(self, stats: Sequence[PageStat]) -> dict[Stream, tuple[int, int]]:
-        """Streams whose usable reads are below their planned quota: stream → (usable read, quota)."""
+        """Streams whose usable reads are below their planned quota: stream → (usable read, quota).
+
+        Without sampling options nothing was asked per stream, so nothing can be short.
+        """
+        if self.nb_samples is None and self.nb_samples_per_stream is None:
+            return {}
         progress = self._progress(stats)
         return {s.stream: (progress[s.stream][2], s.quota) for s in self.streams if progress[s.stream][2] < s.quota}
 

@@ -13,7 +13,10 @@ import pytest
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.dwca.archive import citation_of, classify_spec, forget_prepared_archives, prepare_archive, resolve_archive
 from beam_gbif.dwca.meta import DwcaError
+from beam_gbif.dwca.request import parse_predicate
 from beam_gbif.gbif.client import GbifClient
+from beam_gbif.options import OptionError
+from beam_gbif.sources.dwca import ReadDwcaMedia
 from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, DownloadFaults, FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
@@ -231,3 +234,63 @@ def test_traversal_member_not_named_by_meta_xml_still_refuses_the_archive(tmp_pa
     with pytest.raises(DwcaError, match=r"refusing the archive, unsafe file name in archive: '../../x'"):
         prepare_archive(str(path), cache_root=str(tmp_path / "cache"), api_url="http://127.0.0.1:9/v1")
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
+# ----------------------------------------------------------------------------- requesting a new download
+
+
+PREDICATE = '{"type": "equals", "key": "ELEVATION", "value": "9500"}'
+
+
+@pytest.fixture()
+def gbif_with_requests(real_zip):
+    faults = DownloadFaults()
+    new = FakeDownload(key="0000042-210914110416597", doi="10.15468/dl.new042", archive=real_zip)
+    routes = download_routes([], faults, requestable=new, credentials=("ann", "secret"), polls_before_ready=3)
+    with FakeGbifApi(extra_routes=[routes]) as api:
+        yield SimpleNamespace(api_url=api.base_url, faults=faults)
+
+
+def test_predicate_download_is_requested_polled_and_read(gbif_with_requests, tmp_path, monkeypatch):
+    monkeypatch.setenv("GBIF_USER", "ann")
+    monkeypatch.setenv("GBIF_PWD", "secret")
+    source = ReadDwcaMedia(None, download_predicate=PREDICATE, cache_root=str(tmp_path), api_url=gbif_with_requests.api_url,
+                           download_poll_seconds=0.01)
+    prepared = source.prepare()
+    assert prepared.archive.key == "0000042-210914110416597" and prepared.archive.doi == "10.15468/dl.new042"
+    faults = gbif_with_requests.faults
+    assert faults.requests["request"] == 1 and faults.requests["metadata"] == 5  # 3 not ready, 1 ready, 1 resolving
+    assert faults.download_requests == [
+        {"creator": "ann", "notificationAddresses": [], "sendNotification": False, "format": "DWCA",
+         "predicate": {"type": "equals", "key": "ELEVATION", "value": "9500"}}
+    ]
+    forget_prepared_archives()
+    source.prepare()
+    assert faults.requests["request"] == 1  # one request per process and predicate, never a second download
+
+
+def test_predicate_download_needs_credentials(gbif_with_requests, tmp_path, monkeypatch):
+    monkeypatch.delenv("GBIF_USER", raising=False)
+    monkeypatch.delenv("GBIF_PWD", raising=False)
+    source = ReadDwcaMedia(None, download_predicate=PREDICATE + " ", cache_root=str(tmp_path), api_url=gbif_with_requests.api_url)
+    with pytest.raises(OptionError, match="needs GBIF_USER and GBIF_PWD"):
+        source.prepare()
+    monkeypatch.setenv("GBIF_USER", "ann")
+    monkeypatch.setenv("GBIF_PWD", "wrong")
+    with pytest.raises(DwcaError, match="GBIF refused the download request for user 'ann': HTTP 401"):
+        ReadDwcaMedia(None, download_predicate='{"type": "isNotNull", "parameter": "MEDIA_TYPE"}', cache_root=str(tmp_path),
+                      api_url=gbif_with_requests.api_url).prepare()
+    assert gbif_with_requests.faults.download_requests == []
+
+
+@pytest.mark.parametrize(("text", "message"), [("{nope", "not valid JSON"), ("[1]", "must be a GBIF predicate object")])
+def test_bad_predicate_is_a_clear_error(text, message):
+    with pytest.raises(OptionError, match=message):
+        parse_predicate(text)
+
+
+def test_dwca_and_predicate_together_are_refused():
+    with pytest.raises(OptionError, match="exactly one of --dwca"):
+        ReadDwcaMedia(KEY, download_predicate=PREDICATE)
+    with pytest.raises(OptionError, match="exactly one of --dwca"):
+        ReadDwcaMedia(None)

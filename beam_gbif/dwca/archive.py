@@ -406,11 +406,11 @@ def prepare_archive(
     A cached download whose members fail their CRC is deleted and fetched once more.
     """
     root = cache_root or default_cache_root()
-    memo_key = (spec, root, api_url)
+    client = client or GbifClient(api_url, user_agent)
+    memo_key = (spec, root, client.api_url)
     with _prepared_lock:
         if memo_key in _prepared:
             return _prepared[memo_key]
-        client = client or GbifClient(api_url, user_agent)
         resolved = resolve_archive(spec, cache_root=root, client=client)
         folder = _join(root, resolved.archive_id)
         try:

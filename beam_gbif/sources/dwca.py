@@ -18,7 +18,9 @@ from apache_beam.metrics import Metrics
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.dwca.archive import PreparedArchive, citation_of, prepare_archive
 from beam_gbif.dwca.meta import DwcaError
+from beam_gbif.dwca.request import download_key_for_predicate
 from beam_gbif.dwca.rows import MEDIA_COLUMNS, Projection, projection
+from beam_gbif.gbif.client import GbifClient
 from beam_gbif.options import DEFAULT_GBIF_API_URL, GbifMediaOptions, http_user_agent, parse_csv_list
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.media_items import DROPPED_MEDIA_NO_URL, DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_MEDIA, media_records, media_type_of
@@ -140,11 +142,18 @@ class ReadDwcaMedia(beam.PTransform):
         cache_root: str | None = None,
         api_url: str = DEFAULT_GBIF_API_URL,
         user_agent: str = DEFAULT_USER_AGENT,
+        download_predicate: str | None = None,
+        download_poll_seconds: float = 5.0,
     ):
         super().__init__()
-        if not dwca:
-            raise DwcaError("--dwca is required for the dwca source: a download DOI, a download key, a local zip or a gs:// URI")
+        if bool(dwca) == bool(download_predicate):
+            raise DwcaError(
+                "the dwca source needs exactly one of --dwca (a download DOI, a download key, a local zip or a gs:// URI) "
+                "and --gbif_download_predicate (a new download requested with GBIF_USER/GBIF_PWD)"
+            )
         self._dwca = dwca
+        self._download_predicate = download_predicate
+        self._download_poll_seconds = download_poll_seconds
         self._label_field = label_field
         self._stream_fields = tuple(stream_fields)
         self._media_type = media_type
@@ -157,8 +166,10 @@ class ReadDwcaMedia(beam.PTransform):
         return cls(**_constructor_arguments(options))
 
     def prepare(self) -> PreparedArchive:
-        """Resolves, downloads (or reuses) and extracts the archive; memoised per process."""
-        return prepare_archive(self._dwca, cache_root=self._cache_root, api_url=self._api_url, user_agent=self._user_agent)
+        """Resolves (or requests and waits for), downloads or reuses, and extracts the archive; memoised per process."""
+        client = GbifClient(self._api_url, self._user_agent)
+        spec = self._dwca or download_key_for_predicate(client, self._download_predicate, first_delay=self._download_poll_seconds)
+        return prepare_archive(spec, cache_root=self._cache_root, client=client)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         prepared = self.prepare()
@@ -202,6 +213,7 @@ def _constructor_arguments(options: GbifMediaOptions) -> dict[str, Any]:
         "cache_root": options.dwca_root_path,
         "api_url": options.gbif_api_url,
         "user_agent": http_user_agent(options),
+        "download_predicate": options.gbif_download_predicate,
     }
 
 

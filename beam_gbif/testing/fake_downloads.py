@@ -1,7 +1,9 @@
 """GBIF occurrence-download endpoints for the fake GBIF API, with fault injection.
 
-    GET /v1/occurrence/download/{key or DOI}     → metadata JSON shaped like GBIF's
-    GET /v1/occurrence/download/request/{key}.zip → the archive bytes (with Content-Length)
+    GET  /v1/occurrence/download/{key or DOI}     → metadata JSON shaped like GBIF's
+    GET  /v1/occurrence/download/request/{key}.zip → the archive bytes (with Content-Length)
+    POST /v1/occurrence/download/request          → (basic auth) a new download's key, as text;
+         its status is PREPARING, then RUNNING, for ``polls_before_ready`` status reads, then SUCCEEDED
 
 ``download_routes(downloads, faults)`` returns a callable for ``FakeGbifApi(extra_routes=[...])``;
 ``FakeDownloadServer`` serves the same routes on its own (127.0.0.1, a free port, a thread).
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import socket
 import threading
@@ -70,15 +73,27 @@ class DownloadFaults:
     """Shared with the test: what the server saw, and faults to inject into the next zip requests."""
 
     zip_faults: list[str] = dataclasses.field(default_factory=list)  # consumed one per zip request
-    requests: Counter = dataclasses.field(default_factory=Counter)  # "metadata" / "zip" → count
+    requests: Counter = dataclasses.field(default_factory=Counter)  # "metadata" / "zip" / "request" → count
     user_agents: list[str] = dataclasses.field(default_factory=list)
+    download_requests: list[dict] = dataclasses.field(default_factory=list)  # bodies of accepted POSTs
 
 
-def download_routes(downloads: Iterable[FakeDownload], faults: DownloadFaults | None = None) -> Callable[[web.Application], None]:
-    """A callable that adds the download endpoints (under /v1) to an aiohttp application."""
+def download_routes(
+    downloads: Iterable[FakeDownload],
+    faults: DownloadFaults | None = None,
+    *,
+    requestable: FakeDownload | None = None,
+    credentials: tuple[str, str] = ("gbif-user", "gbif-password"),
+    polls_before_ready: int = 2,
+) -> Callable[[web.Application], None]:
+    """A callable that adds the download endpoints (under /v1) to an aiohttp application.
+
+    ``requestable`` is the download a POSTed request creates (its status starts PREPARING).
+    """
     by_key = {d.key: d for d in downloads}
     by_doi = {d.doi.lower(): d for d in by_key.values() if d.doi}
     seen = faults if faults is not None else DownloadFaults()
+    pending: dict[str, int] = {}  # requested key → status reads left before SUCCEEDED
 
     def base_url(request: web.Request) -> str:
         return f"{request.scheme}://{request.host}"
@@ -112,10 +127,28 @@ def download_routes(downloads: Iterable[FakeDownload], faults: DownloadFaults | 
         download = by_key.get(ident) or by_doi.get(ident.lower())
         if download is None:
             return web.json_response({"error": f"download {ident} not found"}, status=404)
-        return web.json_response(download.metadata(base_url(request)))
+        body = download.metadata(base_url(request))
+        if pending.get(download.key, 0) > 0:
+            pending[download.key] -= 1
+            body["status"] = "PREPARING" if pending[download.key] >= polls_before_ready / 2 else "RUNNING"
+        return web.json_response(body)
+
+    async def request_download(request: web.Request) -> web.Response:
+        seen.requests["request"] += 1
+        expected = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.Response(status=401, text="Unauthorized")
+        body = await request.json()
+        if requestable is None or not isinstance(body.get("predicate"), dict):
+            return web.Response(status=400, text="no predicate")
+        seen.download_requests.append(body)
+        by_key[requestable.key] = requestable
+        pending[requestable.key] = polls_before_ready
+        return web.Response(status=201, text=requestable.key, content_type="text/plain")
 
     def install(app: web.Application) -> None:
         # The zip route first: the metadata route's pattern also matches "request/x.zip".
+        app.router.add_post("/v1/occurrence/download/request", request_download)
         app.router.add_get("/v1/occurrence/download/request/{name}", archive)
         app.router.add_get("/v1/occurrence/download/{ident:.+}", metadata)
 

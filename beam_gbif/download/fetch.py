@@ -1,14 +1,439 @@
-"""DownloadMedia (placeholder)."""
+"""DownloadMedia: every selected record → one file under the dataset root and one result record.
+
+Records are grouped by (host, shard) so per-host limits hold across workers (see hosts.py). The
+DoFn runs its own asyncio event loop in a background thread (created in ``setup``): ``process``
+hands records to the loop and emits the results finished so far, ``finish_bundle`` waits for the
+rest and emits them as WindowedValues. Beam 2.77's AsyncWrapper lost outputs on the batch
+runners, this does not. File writes and hashing run in a thread pool so the loop never stalls,
+and Beam counters are only touched in the DoFn's thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import email.utils
+import functools
+import logging
+import queue
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
 import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
+from yarl import URL
+
+from beam_gbif.download.hosts import CircuitBreaker, ShardGate, host_shard_key, host_shards, shard_share, url_host
+from beam_gbif.download.progress import DownloadProgress
+from beam_gbif.download.safety import AddressPolicy, CheckedResolver, RefusedAddress, check_host, policy_for
+from beam_gbif.download.sniff import MIME_BY_EXT, NotMedia, classify
+from beam_gbif.download.stores import Store, StoreError, is_temp_name, store_for, temp_target
+from beam_gbif.options import OptionError
+from beam_gbif.records import MediaRecord, Status, safe_label_dir
+
+LOG = logging.getLogger("beam_gbif.download")
+DEFAULT_USER_AGENT = "beam-gbif (+https://github.com/beam-gbif/beam-gbif)"
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+RETRYABLE_HTTP = frozenset({408, 425, 429})
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadSettings:
+    """Every knob of the downloader; picklable, shared by the transform and its DoFn."""
+
+    max_concurrency: int = 256
+    per_host_concurrency: int = 16
+    per_host_rate: float = 0.0
+    max_retries: int = 3
+    timeout: float = 60.0
+    max_bytes: int = 50 * 1024 * 1024
+    user_agent: str = DEFAULT_USER_AGENT
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_redirects: int = 10
+    session_per_bundle: bool = False
+    write_threads: int = 32
+    fsync: bool = True
+    progress_interval: float = 30.0
+    max_pending: int = 50_000
+
+    def validate(self) -> None:
+        checks = [("--max_concurrency", self.max_concurrency >= 1), ("--per_host_concurrency", self.per_host_concurrency >= 1),
+                  ("--per_host_rate", self.per_host_rate >= 0), ("--max_retries", self.max_retries >= 0),
+                  ("--timeout", self.timeout > 0), ("--max_bytes", self.max_bytes > 0)]
+        for flag, ok in checks:
+            if not ok:
+                value = getattr(self, flag[2:])
+                raise OptionError(f"{flag} must be {'at least 1' if flag.endswith('concurrency') else 'positive'}, got {value!r}")
+
+    @property
+    def record_budget(self) -> float:
+        """Hard ceiling on one record's fetch (all attempts, backoffs and waits): nothing hangs."""
+        return (self.max_retries + 1) * self.timeout + self.max_retries * self.backoff_max * 1.5 + 5.0
+
+
+class Failure(Exception):
+    def __init__(self, status: str, message: str, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = 0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def relative_folder(record: MediaRecord) -> str:
+    """``[split/]label_dir``, each segment safe even if a record was built by hand."""
+    parts = [safe_label_dir(record.split) if record.split else "", safe_label_dir(record.label_dir or record.label)]
+    return "/".join(p for p in parts if p)
+
+
+class _Engine:
+    """Lives on the DoFn's event loop thread: fetching, gates, breakers, writes."""
+
+    def __init__(self, settings: DownloadSettings, policy: AddressPolicy, store: Store, executor: ThreadPoolExecutor) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.store = store
+        self.executor = executor
+        self.shards = host_shards(settings.per_host_concurrency)
+        self.session: aiohttp.ClientSession | None = None
+        self.resolver: CheckedResolver | None = None
+        self.gates: dict[tuple[str, int], ShardGate] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.global_slots: asyncio.Semaphore | None = None
+
+    async def open(self) -> None:
+        self.global_slots = asyncio.Semaphore(self.settings.max_concurrency)
+        self.resolver = CheckedResolver(self.policy)
+        connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0, resolver=self.resolver,
+                                         ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeout, sock_read=self.settings.timeout)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
+                                             headers={"User-Agent": self.settings.user_agent, "Accept": "*/*"})
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def _run(self, fn: Any, *args: Any) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- one record ------------------------------------------------------------------------------
+    async def handle(self, record: MediaRecord, key: tuple[str, int], folders: dict[str, Any]) -> tuple[MediaRecord, int]:
+        folder = relative_folder(record)
+        try:
+            existing, stale = await self._lookup(folder, record.basename, folders)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be listed fails the record, not the job
+            return _failed(record, Status.FAILED_WRITE, f"cannot list {self.store.uri(folder)}: {exc}"), 0
+        try:
+            if existing:
+                rel = f"{folder}/{existing}"
+                size, sha = await self._run(self.store.describe, rel)
+                ext = existing.rpartition(".")[2]
+                return record.replace(status=Status.SKIPPED_EXISTING, path=rel, bytes=size, sha256=sha,
+                                      content_type=MIME_BY_EXT.get(ext, ""), error=""), 0
+            return await self._download(record, key, folder)
+        finally:
+            for name in stale:  # temp files of a killed run, for this very file: nobody else writes it
+                await self._run(self.store.delete, f"{folder}/{name}")
+
+    async def _lookup(self, folder: str, basename: str, folders: dict[str, Any]) -> tuple[str, list[str]]:
+        """(existing file name or "", stale temp names) for ``basename`` in ``folder``."""
+        if self.store.is_local:
+            # One listing per folder per bundle, shared by all records of that folder.
+            if folder not in folders:
+                folders[folder] = asyncio.ensure_future(self._run(self._index_folder, folder))
+            index = await folders[folder]
+            names = index.get(basename, [])
+        else:
+            names = await self._run(self.store.list_dir, folder, basename + ".")
+        finals = sorted(n for n in names if not is_temp_name(n))
+        stale = [n for n in names if is_temp_name(n)]
+        return (finals[0] if finals else ""), stale
+
+    def _index_folder(self, folder: str) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for name in self.store.list_dir(folder):
+            target = temp_target(name) if is_temp_name(name) else name
+            index.setdefault(target.partition(".")[0], []).append(name)
+        return index
+
+    async def _download(self, record: MediaRecord, key: tuple[str, int], folder: str) -> tuple[MediaRecord, int]:
+        gate = self.gates.get(key)
+        if gate is None:
+            shard = key[1]
+            gate = self.gates[key] = ShardGate(int(shard_share(self.settings.per_host_concurrency, self.shards, shard)),
+                                               self.settings.per_host_rate / self.shards)
+        breaker = self.breakers.setdefault(key[0], CircuitBreaker())
+        async with gate.semaphore:
+            deadline = time.monotonic() + self.settings.record_budget
+            try:
+                async with asyncio.timeout(self.settings.record_budget):
+                    body, ext, mime, attempts = await self._fetch_with_retries(record, gate, breaker, deadline)
+            except Failure as failure:
+                return _failed(record, failure.status, failure.message), failure.attempts
+            except TimeoutError:
+                return _failed(record, Status.FAILED_TIMEOUT, f"record time budget of {self.settings.record_budget:.0f} s exceeded"), 0
+        rel = f"{folder}/{record.basename}.{ext}"
+        try:
+            sha = await self._run(self._write, rel, body, mime)
+        except (OSError, StoreError, Exception) as exc:  # noqa: B014 - any store error is a write failure
+            return _failed(record, Status.FAILED_WRITE, f"cannot write {self.store.uri(rel)}: {exc}"), attempts
+        return record.replace(status=Status.DOWNLOADED, path=rel, bytes=len(body), sha256=sha, content_type=mime, error=""), attempts
+
+    def _write(self, rel: str, body: bytes, mime: str) -> str:
+        import hashlib
+
+        sha = hashlib.sha256(body).hexdigest()
+        self.store.write_atomic(rel, body, mime, {"sha256": sha})
+        return sha
+
+    async def _fetch_with_retries(self, record: MediaRecord, gate: ShardGate, breaker: CircuitBreaker,
+                                  deadline: float) -> tuple[bytes, str, str, int]:
+        s = self.settings
+        try:
+            url = URL(record.url.strip())
+        except (ValueError, TypeError) as exc:
+            raise Failure(Status.FAILED_INVALID_URL, f"invalid URL: {exc}") from None
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = breaker.wait_time()
+            if wait:
+                if time.monotonic() + wait > deadline:
+                    raise _with_attempts(Failure(Status.FAILED_CONNECTION, f"host {url_host(record.url)} keeps failing: circuit open "
+                                                 f"for {wait:.0f} s more"), attempt - 1)
+                await asyncio.sleep(wait)
+            await gate.rate.wait()
+            try:
+                async with self.global_slots:
+                    body, ext, mime = await self._attempt(url, record.media_type)
+                breaker.record(True)
+                return body, ext, mime, attempt
+            except Failure as failure:
+                failure.attempts = attempt
+                if failure.retryable:
+                    breaker.record(False)
+                if not failure.retryable or attempt > s.max_retries:
+                    raise
+                delay = min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random())
+                if failure.retry_after is not None:
+                    if time.monotonic() + failure.retry_after + s.timeout > deadline:
+                        failure.message += f" (Retry-After {failure.retry_after:.0f} s is beyond this record's time budget)"
+                        raise
+                    delay = max(delay, failure.retry_after)
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, url: URL, media_type: str) -> tuple[bytes, str, str]:
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                return await self._get_following_redirects(url, media_type)
+        except TimeoutError:
+            message = f"no complete answer within --timeout {self.settings.timeout:g} s"
+            raise Failure(Status.FAILED_TIMEOUT, message, retryable=True) from None
+        except RefusedAddress as exc:
+            raise Failure(Status.FAILED_REFUSED, str(exc)) from None
+        except aiohttp.ClientPayloadError as exc:
+            if "ContentLength" in repr(exc) or "Not enough data to satisfy content length" in str(exc):
+                raise Failure(Status.FAILED_TRUNCATED, f"body shorter than its Content-Length: {exc}", retryable=True) from None
+            raise Failure(Status.FAILED_CONNECTION, f"connection broken mid-body: {exc}", retryable=True) from None
+        except aiohttp.InvalidURL as exc:
+            raise Failure(Status.FAILED_INVALID_URL, f"invalid URL: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Failure(Status.FAILED_CONNECTION, f"{type(exc).__name__}: {exc}", retryable=True) from None
+
+    async def _get_following_redirects(self, url: URL, media_type: str) -> tuple[bytes, str, str]:
+        s = self.settings
+        for _hop in range(s.max_redirects + 1):
+            if url.scheme not in ("http", "https"):
+                raise Failure(Status.FAILED_REFUSED, f"scheme {url.scheme or '(none)'!r} not allowed (only http/https): {url}")
+            if not url.host:
+                raise Failure(Status.FAILED_INVALID_URL, f"no host in URL {url}")
+            await check_host(url.host, url.port or 0, self.policy, self.resolver)
+            async with self.session.get(url, allow_redirects=False) as response:
+                if response.status in REDIRECT_CODES:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise Failure(Status.FAILED_HTTP, f"HTTP {response.status} without a Location header")
+                    try:
+                        url = url.join(URL(location))
+                    except ValueError as exc:
+                        raise Failure(Status.FAILED_INVALID_URL, f"bad redirect location {location!r}: {exc}") from None
+                    continue
+                if response.status != 200:
+                    retryable = response.status >= 500 or response.status in RETRYABLE_HTTP
+                    raise Failure(Status.FAILED_HTTP, f"HTTP {response.status} {response.reason or ''}".strip(), retryable=retryable,
+                                  retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                if response.content_length is not None and response.content_length > s.max_bytes:
+                    raise Failure(Status.FAILED_TOO_LARGE, f"Content-Length {response.content_length} exceeds --max_bytes {s.max_bytes}")
+                chunks = []
+                received = 0
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    received += len(chunk)
+                    if received > s.max_bytes:
+                        raise Failure(Status.FAILED_TOO_LARGE, f"body exceeds --max_bytes {s.max_bytes}")
+                    chunks.append(chunk)
+                body = b"".join(chunks)
+                try:
+                    ext, mime = classify(body, media_type)
+                except NotMedia as exc:
+                    raise Failure(Status.FAILED_NOT_MEDIA, f"{exc} (server said {response.content_type or 'no type'})") from None
+                return body, ext, mime
+        raise Failure(Status.FAILED_HTTP, f"more than {s.max_redirects} redirects")
+
+
+def _with_attempts(failure: Failure, attempts: int) -> Failure:
+    failure.attempts = attempts
+    return failure
+
+
+def _failed(record: MediaRecord, status: str, error: str) -> MediaRecord:
+    return record.replace(status=status, error=error, path="", bytes=0, sha256="", content_type="")
+
+
+class _DownloadFn(beam.DoFn):
+    """(host-shard key, records) → one result record per input."""
+
+    def __init__(self, output: str, settings: DownloadSettings, policy: AddressPolicy) -> None:
+        self.output = output
+        self.settings = settings
+        self.policy = policy
+
+    def setup(self) -> None:
+        self._store = store_for(self.output, fsync=self.settings.fsync)
+        self._executor = ThreadPoolExecutor(self.settings.write_threads if self._store.is_local else max(64, self.settings.write_threads),
+                                            thread_name_prefix="beam-gbif-write")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="beam-gbif-download", daemon=True)
+        self._thread.start()
+        self._engine = _Engine(self.settings, self.policy, self._store, self._executor)
+        self._call(self._engine.open())
+        self._progress = DownloadProgress(self.settings.progress_interval)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def start_bundle(self) -> None:
+        if self.settings.session_per_bundle and self._engine.session is None:
+            self._call(self._engine.open())
+        self._results: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._folders: dict[str, Any] = {}  # listings are per bundle: a retried bundle sees its own earlier writes
+
+    def process(self, element: tuple[tuple[str, int], Any], window: Any = beam.DoFn.WindowParam,
+                timestamp: Any = beam.DoFn.TimestampParam) -> Any:
+        key, records = element
+        for record in records:
+            self._pending += 1
+            future = asyncio.run_coroutine_threadsafe(self._engine.handle(record, key, self._folders), self._loop)
+            future.add_done_callback(functools.partial(self._done, self._results, record, window, timestamp))
+            yield from self._emit(wait_below=self.settings.max_pending)
+        yield from self._emit()
+
+    def finish_bundle(self) -> Any:
+        yield from self._emit(wait_below=1)
+        self._progress.maybe_log()
+        if self.settings.session_per_bundle:
+            self._call(self._engine.close())
+
+    @staticmethod
+    def _done(results: queue.Queue, record: MediaRecord, window: Any, timestamp: Any, future: Any) -> None:
+        try:
+            result, attempts = future.result()
+        except BaseException as exc:  # noqa: BLE001 - the record still gets its row
+            result, attempts = _failed(record, Status.FAILED_CONNECTION, f"internal error: {exc!r}"), 0
+        results.put((WindowedValue(result, timestamp, (window,)), attempts))
+
+    def _emit(self, wait_below: int | None = None) -> Any:
+        """Yields finished results; with ``wait_below``, blocks until fewer records than that are in flight."""
+        while True:
+            must_wait = wait_below is not None and self._pending >= wait_below
+            try:
+                item = self._results.get(timeout=1.0) if must_wait else self._results.get_nowait()
+            except queue.Empty:
+                self._progress.maybe_log()
+                if must_wait:
+                    continue
+                return
+            self._pending -= 1
+            windowed, attempts = item
+            self._progress.count(windowed.value, attempts)
+            yield windowed
+
+    def teardown(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is None:
+            return
+        try:
+            self._call(self._engine.close())
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(10)
+        loop.close()
+        self._executor.shutdown(wait=True)
+        self._loop = None
 
 
 class DownloadMedia(beam.PTransform):
-    @classmethod
-    def from_options(cls, options) -> DownloadMedia:
-        return cls()
+    """PCollection[MediaRecord] → PCollection[MediaRecord] with status/path/bytes/sha256/content_type/error.
 
-    def expand(self, records):
-        return records
+    Files land at ``output/[split/]label_dir/basename.ext`` (local folder or gs://bucket/prefix);
+    a file already there (any extension) is SKIPPED_EXISTING without a request.
+    """
+
+    def __init__(self, output: str, *, max_concurrency: int = 256, per_host_concurrency: int = 16, per_host_rate: float = 0.0,
+                 max_retries: int = 3, timeout: float = 60.0, max_bytes: int = 50 * 1024 * 1024, allow_private_hosts: bool = False,
+                 user_agent: str | None = None, address_policy: AddressPolicy | None = None, backoff_base: float = 0.5,
+                 backoff_max: float = 30.0, session_per_bundle: bool = False, write_threads: int = 32, fsync: bool = True,
+                 progress_interval: float = 30.0) -> None:
+        super().__init__()
+        if not output:
+            raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
+        try:
+            self.output = store_for(output).root
+        except StoreError as exc:
+            raise OptionError(f"--output: {exc}") from None
+        self.settings = DownloadSettings(
+            max_concurrency=max_concurrency, per_host_concurrency=per_host_concurrency, per_host_rate=per_host_rate,
+            max_retries=max_retries, timeout=timeout, max_bytes=max_bytes, user_agent=user_agent or DEFAULT_USER_AGENT,
+            backoff_base=backoff_base, backoff_max=backoff_max, session_per_bundle=session_per_bundle, write_threads=write_threads,
+            fsync=fsync, progress_interval=progress_interval)
+        self.settings.validate()
+        self.policy = address_policy or policy_for(allow_private_hosts)
+
+    @classmethod
+    def from_options(cls, options: Any) -> DownloadMedia:
+        from beam_gbif.options import GbifMediaOptions, http_user_agent
+
+        opts = options.view_as(GbifMediaOptions)
+        return cls(opts.output, max_concurrency=opts.max_concurrency, per_host_concurrency=opts.per_host_concurrency,
+                   per_host_rate=opts.per_host_rate, max_retries=opts.max_retries, timeout=opts.timeout, max_bytes=opts.max_bytes,
+                   allow_private_hosts=bool(opts.allow_private_hosts), user_agent=http_user_agent(options))
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        shards = host_shards(self.settings.per_host_concurrency)
+        return (records
+                | "KeyByHostShard" >> beam.Map(lambda r, n: (host_shard_key(r.url, n), r), shards).with_output_types(
+                    tuple[tuple[str, int], MediaRecord])
+                | "GroupByHostShard" >> beam.GroupByKey()
+                | "Fetch" >> beam.ParDo(_DownloadFn(self.output, self.settings, self.policy)).with_output_types(MediaRecord))

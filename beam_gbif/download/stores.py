@@ -7,6 +7,7 @@ Stores are pickle-safe (the GCS client is created lazily, per process), so a DoF
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import threading
@@ -48,7 +49,11 @@ class Store:
     def exists(self, rel: str) -> bool:
         raise NotImplementedError
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "") -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
+        raise NotImplementedError
+
+    def describe(self, rel: str) -> tuple[int, str]:
+        """(size in bytes, sha256 hex) of an existing file."""
         raise NotImplementedError
 
     def read(self, rel: str) -> bytes:
@@ -58,8 +63,8 @@ class Store:
         """Relative paths of every file under ``prefix`` (a folder), sorted; temp files excluded."""
         raise NotImplementedError
 
-    def list_dir(self, folder: str) -> list[str]:
-        """Names directly in ``folder`` (files only, temp files included); [] if it does not exist."""
+    def list_dir(self, folder: str, startswith: str = "") -> list[str]:
+        """Names directly in ``folder`` starting with ``startswith`` (files only, temp files included); [] if none."""
         raise NotImplementedError
 
     def delete(self, rel: str) -> None:
@@ -93,7 +98,7 @@ class LocalStore(Store):
     def exists(self, rel: str) -> bool:
         return os.path.isfile(self._path(rel))
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "") -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
         final = self._path(rel)
         folder, name = os.path.split(final)
         try:
@@ -128,10 +133,19 @@ class LocalStore(Store):
                     found.append(os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/"))
         return sorted(found)
 
-    def list_dir(self, folder: str) -> list[str]:
+    def describe(self, rel: str) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        size = 0
+        with open(self._path(rel), "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        return size, digest.hexdigest()
+
+    def list_dir(self, folder: str, startswith: str = "") -> list[str]:
         try:
             with os.scandir(self._path(folder)) as entries:
-                return [e.name for e in entries if e.is_file()]
+                return [e.name for e in entries if e.name.startswith(startswith) and e.is_file()]
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -195,10 +209,12 @@ class GcsStore(Store):
     def exists(self, rel: str) -> bool:
         return self.bucket().blob(self._key(rel)).exists()
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "") -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
         from google.api_core.exceptions import PreconditionFailed
 
         blob = self.bucket().blob(self._key(rel))
+        if metadata:
+            blob.metadata = dict(metadata)
         try:
             # if_generation_match=0: create only; a retried bundle never rewrites a finished object.
             blob.upload_from_string(data, content_type=content_type or "application/octet-stream", if_generation_match=0)
@@ -208,9 +224,21 @@ class GcsStore(Store):
     def read(self, rel: str) -> bytes:
         return self.bucket().blob(self._key(rel)).download_as_bytes()
 
-    def _list_keys(self, prefix: str, delimiter: str | None) -> list[str]:
+    def describe(self, rel: str) -> tuple[int, str]:
+        """Uses the sha256 stored in the object's metadata at upload; hashes the object otherwise."""
+        from google.api_core.exceptions import NotFound
+
+        blob = self.bucket().get_blob(self._key(rel))
+        if blob is None:
+            raise NotFound(f"{self.uri(rel)} does not exist")
+        sha = (blob.metadata or {}).get("sha256", "")
+        if not sha:
+            sha = hashlib.sha256(blob.download_as_bytes()).hexdigest()
+        return int(blob.size or 0), sha
+
+    def _list_keys(self, prefix: str, delimiter: str | None, startswith: str = "") -> list[str]:
         key = self._key(prefix)
-        key = key + "/" if key else ""
+        key = (key + "/" if key else "") + startswith
         blobs = self.bucket().client.list_blobs(self.bucket_name, prefix=key, delimiter=delimiter)
         base = self.prefix + "/" if self.prefix else ""
         return [b.name[len(base):] for b in blobs if not b.name.endswith("/")]
@@ -218,8 +246,8 @@ class GcsStore(Store):
     def list(self, prefix: str = "") -> list[str]:
         return sorted(self._list_keys(prefix, None))
 
-    def list_dir(self, folder: str) -> list[str]:
-        return [posixpath.basename(k) for k in self._list_keys(folder, "/")]
+    def list_dir(self, folder: str, startswith: str = "") -> list[str]:
+        return [posixpath.basename(k) for k in self._list_keys(folder, "/", startswith)]
 
     def delete(self, rel: str) -> None:
         from google.api_core.exceptions import NotFound

@@ -21,14 +21,14 @@ import os
 import secrets
 import time
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import apache_beam as beam
 import fastavro
 from apache_beam.io.filesystems import FileSystems
 
-from beam_gbif.options import GbifMediaOptions, OptionError
+from beam_gbif.options import GbifMediaOptions, OptionError, source_kind
 from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
 from beam_gbif.stats import ComputeStats, finalize_stats, format_summary, join
 
@@ -207,27 +207,46 @@ class WriteManifest(beam.PTransform):
     Returns a PCollection with one element: the stats dict as written to stats.json.
     """
 
-    def __init__(self, output: str, run_id: str | None = None, carry_over_from: str | None = None):
+    def __init__(
+        self,
+        output: str,
+        run_id: str | None = None,
+        carry_over_from: str | None = None,
+        citations: Iterable[Mapping[str, Any]] = (),
+    ):
         super().__init__()
         if not output:
             raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
         self._output = output
         self._run_id = run_id or new_run_id()
         self._carry_over_from = carry_over_from
+        self._citations = tuple(citations)
 
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> WriteManifest:
         opts = options.view_as(GbifMediaOptions)
         retry = opts.retry_failed_from
         carry = retry if retry and opts.output and same_root(retry, opts.output) else None
-        return cls(output=opts.output, carry_over_from=carry)
+        return cls(output=opts.output, carry_over_from=carry, citations=_download_citations(opts))
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         if self._carry_over_from:
             results = results | "CarryOver" >> CarryOverManifest(self._carry_over_from)
         results | "Manifest" >> WriteManifestShards(self._output, self._run_id)
         results | "Attribution" >> WriteAttribution(self._output)
-        return results | "Stats" >> ComputeStats(self._output, self._run_id)
+        return results | "Stats" >> ComputeStats(self._output, self._run_id, self._citations)
+
+
+def _download_citations(options: GbifMediaOptions) -> list[dict[str, Any]]:
+    """GBIF's citation of the DwC-A download read (DOI, citation line), for stats.json; none for other sources.
+
+    The archive is memoised per process once ReadDwcaMedia is built, so this costs no request then.
+    """
+    if source_kind(options) != "dwca":
+        return []
+    from beam_gbif.sources.dwca import archive_citation
+
+    return [archive_citation(options)]
 
 
 def manifest_paths(output: str) -> list[str]:

@@ -109,30 +109,46 @@ def read_json(path: str) -> dict[str, Any]:
         return json.loads(handle.read().decode("utf-8"))
 
 
+def add_citations(stats: dict[str, Any], citations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merges what is known about each GBIF download (DOI, GBIF's citation line, ...) into ``gbif_downloads``."""
+    by_source = {citation.get("source", ""): citation for citation in citations}
+    stats["gbif_downloads"] = [
+        {**entry, **{k: v for k, v in by_source.get(f"dwca:{entry['download']}", {}).items() if v not in (None, "")}}
+        for entry in stats.get("gbif_downloads", [])
+    ]
+    return stats
+
+
 class _WriteStats(beam.DoFn):
-    def __init__(self, output: str, run_id: str):
+    def __init__(self, output: str, run_id: str, citations: tuple[dict[str, Any], ...]):
         self._output = output
         self._run_id = run_id
+        self._citations = citations
 
     def process(self, stats: dict[str, Any]) -> Iterable[dict[str, Any]]:
-        stats = dict(stats, output=self._output, run_id=self._run_id)
+        stats = add_citations(dict(stats, output=self._output, run_id=self._run_id), self._citations)
         write_json(stats_path(self._output), stats)
         yield stats
 
 
 class ComputeStats(beam.PTransform):
-    """Results → one stats dict, written to ``<output>/stats.json`` and emitted."""
+    """Results → one stats dict, written to ``<output>/stats.json`` and emitted.
 
-    def __init__(self, output: str, run_id: str = ""):
+    ``citations``: per GBIF download read (``source``, ``doi``, ``citation``, ...), known when the
+    pipeline is built; they join the matching ``gbif_downloads`` entries.
+    """
+
+    def __init__(self, output: str, run_id: str = "", citations: Iterable[Mapping[str, Any]] = ()):
         super().__init__()
         self._output = output
         self._run_id = run_id
+        self._citations = tuple(dict(c) for c in citations)
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         return (
             results
             | "Count" >> beam.CombineGlobally(StatsCombineFn())
-            | "WriteStatsJson" >> beam.ParDo(_WriteStats(self._output, self._run_id))
+            | "WriteStatsJson" >> beam.ParDo(_WriteStats(self._output, self._run_id, self._citations))
         )
 
 

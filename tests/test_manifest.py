@@ -203,3 +203,22 @@ def test_manifest_on_gcs(gcs: Any) -> None:
     stats = finalize_stats(output, {"duplicate_urls": 1}, 3.0)
     assert stats["records"] == 5 and stats["counters"] == {"duplicate_urls": 1}
     assert json.loads(bucket.blob("datasets/plants/stats.json").download_as_bytes()) == stats
+
+
+def test_stats_cite_the_gbif_download_read(tmp_path: Path, shared_data: Path) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions as Options
+
+    from beam_gbif.options import GbifMediaOptions
+
+    options = Options([f"--dwca={shared_data / 'dwca' / '0026367-210914110416597.zip'}", f"--dwca_root_path={tmp_path / 'cache'}",
+                       f"--output={tmp_path / 'out'}"]).view_as(GbifMediaOptions)
+    transform = WriteManifest.from_options(options)
+    (citation,) = transform._citations
+    records = [r.replace(source=citation["source"]) for r in make_results(3)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+        pipeline | beam.Create(records) | transform
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text(encoding="utf-8"))
+    (download,) = stats["gbif_downloads"]
+    assert download["doi"] == "10.15468/dl.jd3hup"
+    assert download["citation"].startswith("GBIF.org (") and download["citation"].endswith("GBIF Occurrence Download https://doi.org/10.15468/dl.jd3hup")
+    assert f"cite:     {download['citation']}" in format_summary(stats)

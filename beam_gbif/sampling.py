@@ -1,11 +1,13 @@
 """SampleStreams: exact, seeded per-stream quotas (DESIGN.md "Sampling").
 
-    records ─► OneMediaPerOccurrence ─► count per stream ─► compute_quotas (one singleton)
-                                    └─► keep the quota_i lowest-ranked records per stream
+    records ─► OneMediaPerOccurrence (unless --all_media)
+            ─► per stream: exact availability ─► compute_quotas ─► the quota_i lowest ranks
 
-Ranks are seeded hashes of the URL, so the same records and seed select the same set on any
-runner and any number of workers. Per-stream figures (availability, quota, selected, short)
-are exposed as ``SampleStreams.stream_stats`` after the transform is applied.
+A record's rank is a seeded hash of its URL, so the same records and seed select the same
+set on any runner and any number of workers. How the counts meet the records depends on the
+mode (see SampleStreams: one bounded pass, two passes, or a fixed cap); every strategy
+selects the identical set. Per-stream figures (available, quota, requested, selected,
+short) are exposed as ``SampleStreams.stream_stats`` once the transform is applied.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import apache_beam as beam
+from apache_beam import coders
 
-from beam_gbif.records import MediaRecord
+from beam_gbif.records import MediaRecord, MediaRecordCoder
 from beam_gbif.sampling_hash import seeded_hash
 
 # Independent purposes: the media an occurrence keeps must not bias which occurrences a
@@ -31,26 +32,46 @@ def _order(item: Ranked) -> tuple[int, str]:
 
 
 class LowestRankedFn(beam.CombineFn):
-    """Per key, the one record of lowest rank (one media per occurrence)."""
+    """Per key, the one record of lowest (rank, url): one media per occurrence.
+
+    The accumulator is bytes — the 8-byte rank, the URL's length and the encoded record — so
+    a shuffle with one accumulator per occurrence (the FnApiRunner holds every one of them in
+    memory) costs a few hundred bytes per occurrence instead of a pickled Python object.
+    """
 
     def __init__(self, seed: int, purpose: str = ONE_MEDIA_PURPOSE):
         super().__init__()
         self._seed = seed
         self._purpose = purpose
+        self._record_coder = MediaRecordCoder()
 
-    def create_accumulator(self) -> Ranked | None:
-        return None
+    def create_accumulator(self) -> bytes:
+        return b""
 
-    def add_input(self, best: Ranked | None, record: MediaRecord) -> Ranked:
-        candidate = ranked(record, self._seed, self._purpose)
-        return candidate if best is None or _order(candidate) < _order(best) else best
+    def add_input(self, best: bytes, record: MediaRecord) -> bytes:
+        rank = seeded_hash(self._seed, record.url, purpose=self._purpose)
+        if best and (rank, record.url) >= _rank_and_url(best):
+            return best
+        url = record.url.encode("utf-8")
+        return rank.to_bytes(8, "big") + len(url).to_bytes(4, "big") + url + self._record_coder.encode(record)
 
-    def merge_accumulators(self, accumulators: Iterable[Ranked | None]) -> Ranked | None:
-        present = [acc for acc in accumulators if acc is not None]
-        return min(present, key=_order) if present else None
+    def merge_accumulators(self, accumulators: Iterable[bytes]) -> bytes:
+        present = [acc for acc in accumulators if acc]
+        return min(present, key=_rank_and_url) if present else b""
 
-    def extract_output(self, best: Ranked | None) -> MediaRecord | None:
-        return None if best is None else best[2]
+    def extract_output(self, best: bytes) -> MediaRecord | None:
+        if not best:
+            return None
+        url_length = int.from_bytes(best[8:12], "big")
+        return self._record_coder.decode(best[12 + url_length :])
+
+    def get_accumulator_coder(self) -> coders.Coder:
+        return coders.BytesCoder()
+
+
+def _rank_and_url(accumulator: bytes) -> tuple[int, str]:
+    url_length = int.from_bytes(accumulator[8:12], "big")
+    return int.from_bytes(accumulator[:8], "big"), accumulator[12 : 12 + url_length].decode("utf-8")
 
 
 class LowestQuota:

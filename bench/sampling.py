@@ -1,11 +1,16 @@
 """Benchmark: synthetic MediaRecords through SampleStreams on the local FnApiRunner.
 
-    python3 bench/sampling.py                      # 5,000,000 records, 1,000 streams, --nb_samples 100000
-    python3 bench/sampling.py --records 500000 --all_media
+    python3 bench/sampling.py                          # 5,000,000 records, 1,000 streams, --nb_samples 100000
+    python3 bench/sampling.py --records 1000000 --one_media --media_per_occurrence 2
 
 Records are generated inside the pipeline from chunk numbers (never held by the driver).
 Prints records/s, peak RSS of this process (the FnApiRunner runs in it) and whether every
 stream got exactly its quota. The API read planner has its own benchmark (bench/planning.py).
+
+By default the records skip one_media_per_occurrence (as with --all_media): that step is a
+shuffle with one element per occurrence, and the FnApiRunner holds a whole shuffle in
+memory (~1.2 KB per occurrence measured), so 5,000,000 occurrences would need ~6 GB. The
+sampling itself is one bounded pass for a balanced --nb_samples and holds O(nb_samples).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1_000)
     parser.add_argument("--nb_samples", type=int, default=100_000)
     parser.add_argument("--media_per_occurrence", type=int, default=1)
-    parser.add_argument("--all_media", action="store_true", help="skip the one-media-per-occurrence step")
+    parser.add_argument("--one_media", action="store_true", help="include the one-media-per-occurrence step (a full shuffle)")
     parser.add_argument("--seed", type=int, default=0)
     args, beam_args = parser.parse_known_args()
 
@@ -68,7 +73,7 @@ def main() -> None:
     pipeline = beam.Pipeline(options=options)
     chunks = range((args.records + CHUNK - 1) // CHUNK)
     generate = beam.FlatMap(synthetic_records, args.records, args.streams, args.media_per_occurrence).with_output_types(MediaRecord)
-    sampler = SampleStreams(nb_samples=args.nb_samples, one_media_per_occurrence=not args.all_media, seed=args.seed)
+    sampler = SampleStreams(nb_samples=args.nb_samples, one_media_per_occurrence=args.one_media, seed=args.seed)
     (
         pipeline
         | "Chunks" >> beam.Create(list(chunks))
@@ -91,7 +96,7 @@ def main() -> None:
         for item in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
     }
     print(f"records in:        {args.records:,} in {args.streams:,} streams, {args.media_per_occurrence} media per occurrence")
-    print(f"mode:              nb_samples={args.nb_samples}, one_media_per_occurrence={not args.all_media}, seed={args.seed}")
+    print(f"mode:              nb_samples={args.nb_samples}, one_media_per_occurrence={args.one_media}, seed={args.seed}")
     print(f"available/selected: {counters.get(RECORDS_AVAILABLE, 0):,} / {counters.get(RECORDS_SELECTED, 0):,}; "
           f"short streams: {counters.get(SHORT_STREAMS, 0)}")
     print(f"wall time:         {seconds:.1f} s  ({args.records / seconds:,.0f} records/s, pipeline construction and start included)")

@@ -191,7 +191,7 @@ def _occurrence_row(seed: int, index: int, gbif_id: int, columns: dict[str, int]
 
 
 def _media_row(
-    seed: int, index: int, gbif_id: int, columns: dict[str, int], sound_share: float, missing_url_share: float
+    seed: int, index: int, gbif_id: int, columns: dict[str, int], sound_share: float, missing_url_share: float, media_base_url: str
 ) -> tuple[str, bool]:
     h = _digest(seed, "media", index)
     sound = (h % 10_000) < sound_share * 10_000
@@ -201,7 +201,7 @@ def _media_row(
         "gbifID": str(gbif_id),
         "type": "Sound" if sound else "StillImage",
         "format": "audio/mpeg" if sound else "image/jpeg",
-        "identifier": "" if no_url else f"https://media{h % 50}.example.org/img/{gbif_id}/{index}.{'mp3' if sound else 'jpg'}",
+        "identifier": "" if no_url else _media_url(media_base_url, h, gbif_id, index, "mp3" if sound else "jpg"),
         "references": f"https://example.org/occurrence/{gbif_id}",
         "creator": f"Photographer {h % 1000}",
         "publisher": "Synthetic Herbarium",
@@ -211,6 +211,13 @@ def _media_row(
     for name, value in values.items():
         row[columns[name]] = value
     return "\t".join(row), not sound and not no_url
+
+
+def _media_url(base: str, h: int, gbif_id: int, index: int, extension: str) -> str:
+    if base:  # e.g. a local MediaServer: /media/<name>.jpg answers a real image
+        return f"{base.rstrip('/')}/media/{gbif_id}-{index}.{extension}"
+    # .invalid never resolves (RFC 2606): an accidental download of a synthetic archive goes nowhere.
+    return f"https://media{h % 50}.synthetic.invalid/img/{gbif_id}/{index}.{extension}"
 
 
 def write_synthetic_dwca(
@@ -229,13 +236,16 @@ def write_synthetic_dwca(
     doi: str = _DOI,
     key: str = _KEY,
     compresslevel: int = 1,
+    media_base_url: str = "",
 ) -> SyntheticSummary:
     """Writes the archive to ``path`` and returns what a correct reader must find.
 
     Media rows belong to occurrences chosen by hash, so some occurrences have several media and
     some none. ``shuffle_columns`` permutes both files' column order (meta.xml follows), as
     archives of different years differ. ``malformed_rows`` appends rows with too few columns to
-    both files. ``multimedia=False`` leaves the extension out entirely.
+    both files. ``multimedia=False`` leaves the extension out entirely. ``media_base_url`` (e.g.
+    a local MediaServer's base URL) makes every identifier ``{base}/media/{gbifID}-{row}.jpg``;
+    by default they point at hosts under ``.invalid``, which never resolve.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +274,7 @@ def write_synthetic_dwca(
                 nonlocal still_images
                 for j in range(media):
                     owner = _digest(seed, "owner", j) % max(occurrences, 1)
-                    row, still_image = _media_row(seed, j, first_id + owner, media_columns, sound_share, missing_url_share)
+                    row, still_image = _media_row(seed, j, first_id + owner, media_columns, sound_share, missing_url_share, media_base_url)
                     if still_image:
                         still_images += 1
                         has_image[owner] = 1

@@ -83,8 +83,8 @@ def test_streams_outside_the_query_are_discovered_by_facets(large_streams):
                       stream_fields=["datasetKey", "speciesKey"], nb_samples=40)
     assert [s.stream for s in plan.streams] == [("d1", str(s)) for s in SPECIES[:4]]
     assert [s.quota for s in plan.streams] == [10] * 4
-    # The field with unknown values is faceted once per value of the other one.
-    assert plan.planning_requests == len(large_streams.search_requests()) == 4
+    # One facet call discovers the datasets, one per dataset counts the species.
+    assert plan.planning_requests == len(large_streams.search_requests()) == 2
     text = plan.describe()
     assert "streams by datasetKey,speciesKey: 4" in text and "d1/101" in text and "minimum possible 4" in text
 
@@ -147,3 +147,10 @@ def test_weighted_sampling_reads_every_stream_in_the_same_proportion():
         reads[page.stream] += page.limit
     assert [s.quota for s in plan.streams] == [30, 90, 300]
     assert reads == {("1",): 38, ("2",): 113, ("3",): 375}  # 420 × 1.25 / 42,000 of each stream, rounded up
+
+
+def test_empty_stream_combinations_are_left_out_of_the_quotas(large_streams):
+    plan = plan_reads(GbifClient(large_streams.base_url), validate_query({"speciesKey": [101, 999]}, media_type="StillImage"),
+                      stream_fields=["speciesKey"], nb_samples=-1)
+    # Species 999 has no occurrence: the sampler never sees it, so -1 must not balance to zero.
+    assert [(s.stream, s.quota) for s in plan.streams] == [(("101",), plan.streams[0].count)] and plan.streams[0].count > 40_000

@@ -259,40 +259,57 @@ class _Planner:
         self.notes: list[str] = []
 
     def count(self, params: Mapping[str, list[str]]) -> int:
-        self.requests += 1
-        return self.client.count(params)
+        before = self.client.requests_made
+        count = self.client.count(params)
+        self.requests += self.client.requests_made - before
+        return count
 
     def facet(self, params: Mapping[str, list[str]], field: str) -> dict[str, int]:
         before = self.client.requests_made
         counts = self.client.facet_counts(params, field)
-        self.requests += max(1, self.client.requests_made - before)
+        self.requests += self.client.requests_made - before
         return counts
 
     # -- streams ---------------------------------------------------------------------------
 
     def stream_counts(self, parameters: Sequence[str]) -> dict[Stream, int]:
-        """Count of every combination of the values of ``parameters`` (search parameter names)."""
+        """Count of every combination of the values of ``parameters`` (search parameter names) that has occurrences.
+
+        Values come from the query, or for a field the query leaves open from one facet call.
+        The field with the most values is then counted by one facet call per combination of
+        the others: 1,200 species × 2 datasets cost 2 calls (+1 to discover the datasets).
+        Empty combinations are left out: the sampler never sees them, so they must not
+        count in the quotas (``nb_samples=-1`` would otherwise be 0 everywhere).
+        """
         if not parameters:
             return {(): self.count(self.query)}
-        # The last field is counted by one facet call per combination of the others, so it
-        # should be the one with the most values (unknown values count as many).
-        order = sorted(range(len(parameters)), key=lambda i: len(self.query.get(parameters[i], [])) or math.inf)
+        values: dict[str, list[str]] = {}
+        discovered: dict[str, dict[str, int]] = {}
+        for parameter in parameters:
+            if parameter in self.query:
+                values[parameter] = list(self.query[parameter])
+            else:
+                discovered[parameter] = self.facet(self.query, parameter)
+                values[parameter] = sorted(discovered[parameter])
+        if len(parameters) == 1 and parameters[0] in discovered:
+            return {(value,): n for value, n in discovered[parameters[0]].items() if n > 0}
+        order = sorted(range(len(parameters)), key=lambda i: len(values[parameters[i]]))
         counts: dict[Stream, int] = {}
-        self._count_combinations(dict(self.query), [parameters[i] for i in order], (), counts)
+        self._count_combinations(dict(self.query), [parameters[i] for i in order], values, (), counts)
         # Back to the order of the stream fields.
-        return {tuple(values[order.index(i)] for i in range(len(parameters))): n for values, n in counts.items()}
+        return {tuple(combination[order.index(i)] for i in range(len(parameters))): n for combination, n in counts.items()}
 
-    def _count_combinations(self, params: dict[str, list[str]], fields: list[str], prefix: Stream, out: dict[Stream, int]) -> None:
+    def _count_combinations(self, params: dict[str, list[str]], fields: list[str], values: Mapping[str, list[str]], prefix: Stream,
+                            out: dict[Stream, int]) -> None:
         field, rest = fields[0], fields[1:]
-        wanted = self.query.get(field)
         if not rest:
             found = self.facet(params, field)
-            for value in wanted or sorted(found):
-                out[prefix + (value,)] = found.get(value, 0)
+            for value in values[field]:
+                if found.get(value, 0) > 0:
+                    out[prefix + (value,)] = found[value]
             return
-        values = wanted or sorted(self.facet(params, field))
-        for value in values:
-            self._count_combinations({**params, field: [value]}, rest, prefix + (value,), out)
+        for value in values[field]:
+            self._count_combinations({**params, field: [value]}, rest, values, prefix + (value,), out)
 
     # -- offset cap ------------------------------------------------------------------------
 

@@ -179,6 +179,8 @@ def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path: Path, media
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="pipelines/gbif_media.py (the lead's) does not yet stop before DownloadMedia on --dry_run; "
+                   "remove this mark when it does")
 def test_dry_run_makes_no_media_request(tmp_path: Path, media: Any) -> None:
     from pipelines.gbif_media import run
 

@@ -60,6 +60,9 @@ class DownloadSettings:
     fsync: bool = True
     progress_interval: float = 30.0
     max_pending: int = 50_000
+    circuit_threshold: int = 8
+    circuit_cooldown: float = 2.0
+    circuit_max_cooldown: float = 60.0
 
     def validate(self) -> None:
         checks = [("--max_concurrency", self.max_concurrency >= 1), ("--per_host_concurrency", self.per_host_concurrency >= 1),
@@ -183,7 +186,10 @@ class _Engine:
             shard = key[1]
             gate = self.gates[key] = ShardGate(int(shard_share(self.settings.per_host_concurrency, self.shards, shard)),
                                                self.settings.per_host_rate / self.shards)
-        breaker = self.breakers.setdefault(key[0], CircuitBreaker())
+        breaker = self.breakers.get(key[0])
+        if breaker is None:
+            s = self.settings
+            breaker = self.breakers[key[0]] = CircuitBreaker(s.circuit_threshold, s.circuit_cooldown, s.circuit_max_cooldown)
         async with gate.semaphore:
             deadline = time.monotonic() + self.settings.record_budget
             try:
@@ -263,6 +269,8 @@ class _Engine:
 
     async def _get_following_redirects(self, url: URL, media_type: str) -> tuple[bytes, str, str]:
         s = self.settings
+        if not url.scheme or not url.host:
+            raise Failure(Status.FAILED_INVALID_URL, f"not an absolute URL: {url}")
         for _hop in range(s.max_redirects + 1):
             if url.scheme not in ("http", "https"):
                 raise Failure(Status.FAILED_REFUSED, f"scheme {url.scheme or '(none)'!r} not allowed (only http/https): {url}")
@@ -405,7 +413,8 @@ class DownloadMedia(beam.PTransform):
                  max_retries: int = 3, timeout: float = 60.0, max_bytes: int = 50 * 1024 * 1024, allow_private_hosts: bool = False,
                  user_agent: str | None = None, address_policy: AddressPolicy | None = None, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, session_per_bundle: bool = False, write_threads: int = 32, fsync: bool = True,
-                 progress_interval: float = 30.0) -> None:
+                 progress_interval: float = 30.0, circuit_threshold: int = 8, circuit_cooldown: float = 2.0,
+                 circuit_max_cooldown: float = 60.0) -> None:
         super().__init__()
         if not output:
             raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
@@ -417,7 +426,8 @@ class DownloadMedia(beam.PTransform):
             max_concurrency=max_concurrency, per_host_concurrency=per_host_concurrency, per_host_rate=per_host_rate,
             max_retries=max_retries, timeout=timeout, max_bytes=max_bytes, user_agent=user_agent or DEFAULT_USER_AGENT,
             backoff_base=backoff_base, backoff_max=backoff_max, session_per_bundle=session_per_bundle, write_threads=write_threads,
-            fsync=fsync, progress_interval=progress_interval)
+            fsync=fsync, progress_interval=progress_interval, circuit_threshold=circuit_threshold, circuit_cooldown=circuit_cooldown,
+            circuit_max_cooldown=circuit_max_cooldown)
         self.settings.validate()
         self.policy = address_policy or policy_for(allow_private_hosts)
 

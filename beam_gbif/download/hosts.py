@@ -83,7 +83,7 @@ class CircuitBreaker:
         self.failures += 1
         if self.failures >= self.threshold:
             self.trips += 1
-            self.failures = 0
+            self.failures = self.threshold - 1  # half-open: after the cooldown, one more failure trips it again
             self.open_until = time.monotonic() + min(self.cooldown * 2 ** (self.trips - 1), self.max_cooldown)
 
     def wait_time(self) -> float:

@@ -33,6 +33,7 @@ import hashlib
 import socket
 import struct
 import threading
+import time
 import zlib
 from typing import Any
 
@@ -143,6 +144,10 @@ class MediaServer:
         self.host = host
         self.port = port
         self.hits: collections.Counter[str] = collections.Counter()
+        self.hit_times: list[tuple[float, str]] = []  # (time.monotonic(), path) of every request
+        self.user_agents: collections.Counter[str] = collections.Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -156,6 +161,14 @@ class MediaServer:
     def url(self, name: str, ext: str = "jpg") -> str:
         return f"{self.base_url}/media/{name}.{ext}"
 
+    def fault_url(self, path: str) -> str:
+        """``fault_url("status/404/x.jpg")`` → the full URL of a fault route."""
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def times_of(self, path: str) -> list[float]:
+        with self._lock:
+            return [t for t, p in self.hit_times if p == path]
+
     def body(self, name: str, ext: str = "jpg") -> bytes:
         return image_bytes(name, ext, self.image_size)
 
@@ -167,6 +180,9 @@ class MediaServer:
     def reset_hits(self) -> None:
         with self._lock:
             self.hits.clear()
+            self.hit_times.clear()
+            self.user_agents.clear()
+            self.max_in_flight = 0
 
     # -- app ------------------------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -174,9 +190,17 @@ class MediaServer:
         async def count_and_delay(request: web.Request, handler: Any) -> web.StreamResponse:
             with self._lock:
                 self.hits[request.path] += 1
-            if self.latency:
-                await asyncio.sleep(self.latency)
-            return await handler(request)
+                self.hit_times.append((time.monotonic(), request.path))
+                self.user_agents[request.headers.get("User-Agent", "")] += 1
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                return await handler(request)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
 
         app = web.Application(middlewares=[count_and_delay])
         r = app.router

@@ -30,9 +30,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif.options import GbifMediaOptions, OptionError, source_kind
 from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
-from beam_gbif.stats import ComputeStats, finalize_stats, format_summary, join
+from beam_gbif.stats import ComputeStats, finalize_stats, format_summary, join, metric_counters
 
-__all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "manifest_schema", "read_attribution"]
+__all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema", "read_attribution"]
 
 _LOG = logging.getLogger(__name__)
 

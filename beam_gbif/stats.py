@@ -152,6 +152,17 @@ class ComputeStats(beam.PTransform):
         )
 
 
+def metric_counters(result: Any, namespace: str = "beam_gbif") -> dict[str, int]:
+    """The Beam counters of a finished run, summed over steps, by name (for ``finalize_stats``'s ``extra``)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
+    return dict(sorted(counters.items()))
+
+
 def finalize_stats(output: str, extra: Mapping[str, Any], seconds: float, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merges launcher-side figures into stats.json and returns the result.
 

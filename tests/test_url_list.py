@@ -206,3 +206,18 @@ def test_list_and_retry_on_gcs(gcs: Any) -> None:
     with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
         pipeline | beam.Create([failed, done]) | WriteManifest(output=output)
     assert read_records(ReadUrlList(retry_failed_from=output + "/")) == [reset_for_retry(failed)]
+
+
+def test_bad_rows_are_counted_in_beam_metrics_and_reach_stats(tmp_path: Path) -> None:
+    from beam_gbif.manifest import finalize_stats, metric_counters
+
+    listing = tmp_path / "list.csv"
+    listing.write_text("url,label\nhttp://127.0.0.1:1/a.jpg,a\n,b\nnot-a-url,c\n", encoding="utf-8")
+    pipeline = beam.Pipeline(options=PipelineOptions(RUNNER))
+    _ = pipeline | ReadUrlList(input=str(listing)) | WriteManifest(output=str(tmp_path / "out"))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = metric_counters(result)
+    assert counters["url_list_bad_rows"] == 2
+    stats = finalize_stats(str(tmp_path / "out"), counters, 1.0)
+    assert stats["records"] == 1 and stats["counters"]["url_list_bad_rows"] == 2

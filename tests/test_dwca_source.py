@@ -160,3 +160,9 @@ def test_same_records_with_two_worker_processes(tmp_path):
     assert len(in_memory) == summary.still_images_with_url
     assert sorted(multi, key=lambda r: r.url) == sorted(in_memory, key=lambda r: r.url)
     assert counters[DROPPED_NO_MEDIA] == 2000 - summary.occurrences_with_media
+
+
+def test_dataflow_needs_a_gcs_cache(real_zip):
+    options = PipelineOptions(normalize_argv([f"--dwca={real_zip}", "--runner=DataflowRunner", "--dwca_root_path=/tmp/x"]))
+    with pytest.raises(DwcaError, match="--dwca_root_path must be a gs:// folder on Dataflow"):
+        ReadDwcaMedia.from_options(options.view_as(GbifMediaOptions))

@@ -14,6 +14,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.dwca.archive import PreparedArchive, citation_of, prepare_archive
@@ -163,7 +164,12 @@ class ReadDwcaMedia(beam.PTransform):
 
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> ReadDwcaMedia:
-        return cls(**_constructor_arguments(options))
+        arguments = _constructor_arguments(options)
+        runner = str(options.view_as(StandardOptions).runner or "")
+        if "Dataflow" in runner and not str(arguments["cache_root"] or "").startswith("gs://"):
+            # The extracted files are read by the workers, which cannot see the launcher's disk.
+            raise DwcaError("--dwca_root_path must be a gs:// folder on Dataflow (the workers read the extracted archive from it)")
+        return cls(**arguments)
 
     def prepare(self) -> PreparedArchive:
         """Resolves (or requests and waits for), downloads or reuses, and extracts the archive; memoised per process."""

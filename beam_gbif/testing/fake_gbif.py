@@ -265,6 +265,7 @@ class FakeGbifApi:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
         self.port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -150,32 +150,58 @@ def _comparable_stats(output: Path) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k not in ("output", "run_id", "seconds")}
 
 
-@pytest.mark.slow
-def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path: Path, media: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from beam_gbif.manifest import read_attribution, read_manifest
+def _run_one_and_two_processes(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     from pipelines.gbif_media import run
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the worker processes import beam_gbif
     for name, value in OFFLINE_ENV.items():
         monkeypatch.setenv(name, value)
-    listing = tmp_path / "urls.csv"
-    rows = [f"{media.url(str(i))},{['Amanita muscaria', '5352251', '3190653'][i % 3]},{'test' if i % 7 == 0 else ''},CC BY 4.0"
-            for i in range(30)]
-    listing.write_text("url,label,split,license\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    argv = [f"--input={listing}", "--label=label", "--random_subsets=train=0.8,test=0.2", "--licenses=CC_BY_4_0",
-            "--allow_private_hosts", "--timeout=20", "--max_retries=1"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert run([*argv, f"--output={one}", "--runner=FnApiRunner"]) == 0
     assert run([*argv, f"--output={two}", "--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]) == 0
+    return one, two
+
+
+def _assert_same_dataset(one: Path, two: Path, expected_records: int) -> None:
+    from beam_gbif.manifest import read_attribution, read_manifest
+
     manifest = read_manifest(str(one))
-    assert len(manifest) == 30
+    assert len(manifest) == expected_records
     assert read_manifest(str(two)) == manifest
     assert _dataset_files(two) == _dataset_files(one)
     assert _comparable_stats(two) == _comparable_stats(one)
     assert sorted(map(json.dumps, read_attribution(str(two)))) == sorted(map(json.dumps, read_attribution(str(one))))
     if "DownloadMedia" in _built_stages():
         assert {record.status for record in manifest} == {"DOWNLOADED"}
-        assert len(_dataset_files(one)) == 30
+        assert len(_dataset_files(one)) == expected_records
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_same_dataset_as_one_from_a_url_list(tmp_path: Path, media: Any,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = tmp_path / "urls.csv"
+    rows = [f"{media.url(str(i))},{['Amanita muscaria', '5352251', '3190653'][i % 3]},{'test' if i % 7 == 0 else ''},CC BY 4.0"
+            for i in range(30)]
+    listing.write_text("url,label,split,license\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    argv = [f"--input={listing}", "--label=label", "--random_subsets=train=0.8,test=0.2", "--licenses=CC_BY_4_0",
+            "--allow_private_hosts", "--timeout=20", "--max_retries=1"]
+    _assert_same_dataset(*_run_one_and_two_processes(argv, tmp_path, monkeypatch), expected_records=30)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_same_dataset_as_one_from_the_api(tmp_path: Path, media: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole chain: read planning, licence filter, exact seeded sampling, splits, download, manifest."""
+    from beam_gbif.testing.fake_gbif import FakeGbifApi
+    from beam_gbif.testing.synthetic import SyntheticOccurrences
+
+    store = SyntheticOccurrences([5352251, 3190653], ["ds-a", "ds-b"], per_stream=12, media_base_url=media.base_url, seed=5)
+    with FakeGbifApi(store) as api:
+        argv = [f"--gbif_api_url={api.base_url}", '--query={"speciesKey": [5352251, 3190653]}', "--label=speciesKey",
+                "--split_streams_by=speciesKey,datasetKey", "--nb_samples=10", "--seed=3", "--random_subsets=train=0.7,test=0.3",
+                "--licenses=CC0_1_0,CC_BY_4_0,CC_BY_NC_4_0", "--allow_private_hosts", "--timeout=20", "--max_retries=1"]
+        one, two = _run_one_and_two_processes(argv, tmp_path, monkeypatch)
+    _assert_same_dataset(one, two, expected_records=10)
 
 
 @pytest.mark.slow

@@ -136,6 +136,7 @@ class SyntheticOccurrences:
         self._has_sound = (present & self._is_sound).any(axis=1)
         self._has_image = (present & ~self._is_sound).any(axis=1)
         self._publishing_orgs = [_stable_uuid("org", d) for d in self.dataset_keys]
+        self._taxa: dict[str, dict[str, Any]] = {}
 
     # -- the store interface used by FakeGbifApi -------------------------------------------
 
@@ -186,7 +187,6 @@ class SyntheticOccurrences:
         dataset = self.dataset_keys[self._dataset_code[index]]
         key = self.first_key + index
         year, month, day = int(self._year[index]), int(self._month[index]), int(self._day[index])
-        species_key: int | str = int(species) if species.isdigit() else species
         return {
             "key": key,
             "gbifID": str(key),
@@ -194,15 +194,7 @@ class SyntheticOccurrences:
             "publishingOrgKey": self._publishing_orgs[self._dataset_code[index]],
             "basisOfRecord": BASES_OF_RECORD[self._basis_code[index]],
             "occurrenceStatus": "PRESENT",
-            "taxonKey": species_key,
-            "speciesKey": species_key,
-            "acceptedTaxonKey": species_key,
-            "scientificName": self._scientific_name(species),
-            "species": self._species_name(species),
-            "genus": self._genus(species),
-            "family": self._family(species),
-            "kingdom": self._kingdom(species),
-            "taxonRank": "SPECIES",
+            **self._taxon(species),
             "year": year,
             "month": month,
             "day": day,
@@ -239,6 +231,25 @@ class SyntheticOccurrences:
                 item["identifier"] = f"{self.media_base_url}/media/{name}.{'mp3' if sound else 'jpg'}"
             items.append(item)
         return items
+
+    def _taxon(self, species: str) -> dict[str, Any]:
+        """The classification fields of a species (cached: hashing them per occurrence would dominate serving time)."""
+        cached = self._taxa.get(species)
+        if cached is None:
+            species_key: int | str = int(species) if species.isdigit() else species
+            cached = {
+                "taxonKey": species_key,
+                "speciesKey": species_key,
+                "acceptedTaxonKey": species_key,
+                "scientificName": self._scientific_name(species),
+                "species": self._species_name(species),
+                "genus": self._genus(species),
+                "family": self._family(species),
+                "kingdom": self._kingdom(species),
+                "taxonRank": "SPECIES",
+            }
+            self._taxa[species] = cached
+        return cached
 
     def _genus(self, species: str) -> str:
         return _GENERA[_stable_int("genus", species) % len(_GENERA)]

@@ -13,16 +13,19 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
 
 from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.filtering import FilterMedia
+from beam_gbif.gbif.client import GbifApiError
 from beam_gbif.manifest import WriteManifest
-from beam_gbif.options import GbifMediaOptions, OptionError, normalize_argv, source_kind
+from beam_gbif.options import GbifMediaOptions, OptionError, is_dry_run, normalize_argv, source_kind
 from beam_gbif.sampling import SampleStreams
 from beam_gbif.sources.dwca import ReadDwcaMedia
 from beam_gbif.sources.occurrence_api import ReadOccurrenceMedia
 from beam_gbif.sources.url_list import ReadUrlList
 from beam_gbif.splits import AssignSplits
+from beam_gbif.stats import finalize_stats, format_summary, metric_counters
 
 # The FnApiRunner is the DirectRunner's in-process engine. Naming it directly skips the
 # DirectRunner's attempt to download the Prism binary, so local runs behave the same online
@@ -58,21 +61,65 @@ def make_options(argv: Sequence[str]) -> PipelineOptions:
     return options
 
 
+def describe_plan(options: GbifMediaOptions) -> str:
+    """What a run would read and select, without downloading anything (``--dry_run``)."""
+    source = read_media(options)
+    lines = [f"beam-gbif dry run: source {source_kind(options)}, output {options.output}"]
+    if hasattr(source, "describe_plan"):
+        lines.append(source.describe_plan())
+    else:
+        lines.append("streams and quotas are known only once the records are read; nothing is downloaded")
+    return "\n".join(lines)
+
+
+def _is_local(options: PipelineOptions) -> bool:
+    runner = (options.view_as(StandardOptions).runner or "").lower()
+    return runner.rsplit(".", 1)[-1] in ("fnapirunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner", "prismrunner")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost message of the known error types a runner wrapped, else the last line."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (OptionError, GbifApiError)):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    """Runs the job; returns a process exit code. Bad options print one clear line, no traceback."""
+    """Runs the job; returns a process exit code. Bad options print one clear line, no traceback.
+
+    Local runs wait, then complete stats.json with the run's counters and wall time and print
+    the summary; a Dataflow submission returns once the job is submitted (stats.json is
+    written by the job itself).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = make_options(sys.argv[1:] if argv is None else argv)
+    opts = options.view_as(GbifMediaOptions)
     started = time.monotonic()
     try:
+        if is_dry_run(options):
+            print(describe_plan(opts))
+            if _is_local(options):
+                return 0
         pipeline = beam.Pipeline(options=options)
         build(pipeline, options)
-    except OptionError as exc:
+    except (OptionError, GbifApiError) as exc:
         print(f"beam-gbif: error: {exc}", file=sys.stderr)
         return 2
-    result = pipeline.run()
-    result.wait_until_finish()
-    logging.getLogger(__name__).info("finished in %.1f s", time.monotonic() - started)
-    return 0
+    try:
+        result = pipeline.run()
+        if not _is_local(options):
+            return 0
+        result.wait_until_finish()
+    except Exception as exc:  # noqa: BLE001 - a runner wraps the cause; name it in one line
+        print(f"beam-gbif: error: the pipeline failed: {_root_cause(exc)}", file=sys.stderr)
+        return 1
+    stats = finalize_stats(opts.output, metric_counters(result), time.monotonic() - started)
+    print(format_summary(stats))
+    return 0 if result.state == PipelineState.DONE else 1
 
 
 def main() -> None:

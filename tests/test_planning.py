@@ -154,3 +154,12 @@ def test_empty_stream_combinations_are_left_out_of_the_quotas(large_streams):
                       stream_fields=["speciesKey"], nb_samples=-1)
     # Species 999 has no occurrence: the sampler never sees it, so -1 must not balance to zero.
     assert [(s.stream, s.quota) for s in plan.streams] == [(("101",), plan.streams[0].count)] and plan.streams[0].count > 40_000
+
+
+@pytest.mark.parametrize("field", ["occurrenceRemarks", "eventDate"])  # not a search parameter / not facetable
+def test_streams_that_cannot_be_counted_fall_back_to_reading_everything(large_streams, field):
+    plan = plan_reads(GbifClient(large_streams.base_url), validate_query({"speciesKey": 101}, media_type="StillImage"),
+                      stream_fields=[field], nb_samples=10)
+    (stream,) = plan.streams
+    assert stream.stream == () and stream.reads_everything and field in plan.notes[0]
+    assert len(plan.page_requests()) == stream.total_pages() > 100

@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from beam_gbif.gbif.client import GbifClient
+from beam_gbif.gbif.client import GbifApiError, GbifClient
 from beam_gbif.gbif.query import search_parameter_for_field
 from beam_gbif.sampling import compute_quotas
 from beam_gbif.sampling_hash import seeded_hash, stream_text
@@ -398,7 +398,18 @@ def plan_reads(
         _log.warning("read plan: %s", planner.notes[-1])
         parameters, planned_fields = [], ()
         nb_samples = nb_samples_per_stream = None
-    counts = planner.stream_counts([p for p in parameters if p])
+    try:
+        counts = planner.stream_counts([p for p in parameters if p])
+    except GbifApiError as exc:
+        if exc.status != 400 or not parameters:
+            raise
+        # A search parameter GBIF cannot facet on (e.g. eventDate): same fallback as above.
+        planner.notes.append(f"split_streams_by field(s) {', '.join(stream_fields)} cannot be counted by facets ({exc}); "
+                             "every matching occurrence is read and the sampler balances what it gets")
+        _log.warning("read plan: %s", planner.notes[-1])
+        parameters, planned_fields = [], ()
+        nb_samples = nb_samples_per_stream = None
+        counts = planner.stream_counts([])
     quotas = compute_quotas(counts, nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted, seed=seed)
     streams = []
     # Weighted quotas are proportional to what the sampler sees, so every stream is read in

@@ -1,0 +1,94 @@
+"""Kill-and-resume: a download pipeline killed with SIGKILL mid-run, then rerun, completes the dataset
+without downloading any finished file again and leaves no partial or temp file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from beam_gbif.records import MediaRecord
+from beam_gbif.testing.media_server import MediaServer, image_bytes
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+JOB = """
+import json, sys
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from beam_gbif.download.fetch import DownloadMedia
+from beam_gbif.download.safety import AllowOnly
+from beam_gbif.records import MediaRecord
+
+records_file, output, counters_file = sys.argv[1:4]
+records = [MediaRecord.from_dict(row) for row in json.load(open(records_file))]
+pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+(pipeline | beam.Create(records)
+ | DownloadMedia(output, address_policy=AllowOnly(["127.0.0.1"]), max_concurrency=8, per_host_concurrency=8, max_retries=0))
+result = pipeline.run()
+result.wait_until_finish()
+counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("beam_gbif"))["counters"]}
+json.dump(counters, open(counters_file, "w"))
+"""
+
+
+def start_job(tmp_path: Path, records_file: Path, output: Path) -> tuple[subprocess.Popen, Path]:
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    counters = tmp_path / f"counters-{time.monotonic_ns()}.json"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9",
+           "GCE_METADATA_IP": "127.0.0.1:9"}
+    process = subprocess.Popen([sys.executable, str(script), str(records_file), str(output), str(counters)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return process, counters
+
+
+def finished_files(output: Path) -> set[str]:
+    return {str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sigkill_then_rerun_completes_without_redownloading(tmp_path):
+    output = tmp_path / "ds"
+    with MediaServer(latency=0.05) as media:
+        records = [MediaRecord(url=media.url(f"k{i}"), label=f"sp{i % 4}", occurrence_key=i) for i in range(400)]
+        records_file = tmp_path / "records.json"
+        records_file.write_text(json.dumps([r.to_dict() for r in records]))
+
+        process, _ = start_job(tmp_path, records_file, output)
+        deadline = time.monotonic() + 120
+        while not output.exists() or len(finished_files(output)) < 40:
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the first run never got going"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+        process.stderr.close()
+        done_before = finished_files(output)
+        assert 40 <= len(done_before) < len(records), "killed mid-run"
+
+        media.reset_hits()
+        process, counters_file = start_job(tmp_path, records_file, output)
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err.decode()[-3000:]
+        counters = json.loads(counters_file.read_text())
+
+    expected = {f"{r.label_dir}/{r.basename}.jpg": r.url.rsplit("/", 1)[1][:-4] for r in records}
+    assert finished_files(output) == set(expected), "dataset complete"
+    for rel, name in expected.items():
+        assert (output / rel).read_bytes() == image_bytes(name), f"{rel} whole and correct"
+    assert not [p for p in output.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")], "no temp file left"
+    requested = {path.rsplit("/", 1)[1][:-4] for path in media.hits}
+    finished_names = {expected[rel] for rel in done_before}
+    assert not requested & finished_names, "no finished file requested again"
+    assert counters.get("media_skipped_existing", 0) == len(done_before)
+    assert counters.get("media_downloaded", 0) == len(records) - len(done_before)
+    assert counters.get("media_failed", 0) == 0

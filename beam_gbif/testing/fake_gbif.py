@@ -217,6 +217,10 @@ class Fault:
     drop: bool = False
     truncate: bool = False
     body: str = ""
+    match_query: tuple[tuple[str, str], ...] = ()
+
+    def applies_to(self, path: str, query: MultiDictProxy) -> bool:
+        return path.startswith(self.path_prefix) and self.times > 0 and all(query.get(k) == v for k, v in self.match_query)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,13 +353,18 @@ class FakeGbifApi:
         drop: bool = False,
         truncate: bool = False,
         body: str = "",
+        match_query: Mapping[str, Any] | None = None,
     ) -> None:
-        """Make the next ``times`` requests whose path starts with ``path_prefix`` misbehave."""
+        """Make the next ``times`` requests whose path starts with ``path_prefix`` misbehave.
+
+        ``match_query`` narrows the fault to requests with these parameter values (e.g. ``{"offset": 300}``).
+        """
         if status is None and not (delay or drop or truncate):
             raise ValueError("inject() needs one of status, delay, drop or truncate")
         with self._lock:
+            match = tuple((str(k), _text(v)) for k, v in (match_query or {}).items())
             self._faults.append(Fault(path_prefix, times, status, None if retry_after is None else str(retry_after), delay, drop,
-                                      truncate, body))
+                                      truncate, body, match))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -375,10 +384,10 @@ class FakeGbifApi:
 
     # -- handlers --------------------------------------------------------------------------
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, query: MultiDictProxy) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if path.startswith(fault.path_prefix) and fault.times > 0:
+                if fault.applies_to(path, query):
                     fault.times -= 1
                     if fault.times == 0:
                         self._faults.remove(fault)
@@ -389,7 +398,7 @@ class FakeGbifApi:
     async def _log_and_inject(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         with self._lock:
             self._requests.append(RecordedRequest(request.method, request.path, MultiDict(request.query)))
-        fault = self._take_fault(request.path)
+        fault = self._take_fault(request.path, request.query)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)

@@ -163,3 +163,14 @@ def test_streams_that_cannot_be_counted_fall_back_to_reading_everything(large_st
     (stream,) = plan.streams
     assert stream.stream == () and stream.reads_everything and field in plan.notes[0]
     assert len(plan.page_requests()) == stream.total_pages() > 100
+
+
+def test_partition_groups_stay_under_the_offset_cap():
+    from beam_gbif.gbif.planning import _group_values
+
+    years = {"1999": 60_000, "2000": 30_000, "2001": 150_000, "2002": 5_000}
+    assert _group_values("year", years, constrained=False) == [(["1999,2000"], 90_000), (["2001"], 150_000), (["2002"], 5_000)]
+    # A query that already restricts the field keeps explicit values (a range could widen it).
+    assert _group_values("year", {"1999": 1, "2003": 2}, constrained=True) == [(["1999", "2003"], 3)]
+    datasets = {"a": 70_000, "b": 40_000, "c": 20_000}
+    assert _group_values("datasetKey", datasets, constrained=False) == [(["a"], 70_000), (["b", "c"], 60_000)]

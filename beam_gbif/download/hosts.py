@@ -79,6 +79,7 @@ class CircuitBreaker:
         if ok:
             self.failures = 0
             self.trips = 0
+            self.open_until = 0.0
             return
         self.failures += 1
         if self.failures >= self.threshold:

@@ -30,6 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif.options import GbifMediaOptions, OptionError, source_kind
 from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
+from beam_gbif.sources.url_list import require_shared_path
 from beam_gbif.stats import ComputeStats, finalize_stats, format_summary, join, metric_counters
 
 __all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema", "read_attribution"]
@@ -225,6 +226,7 @@ class WriteManifest(beam.PTransform):
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> WriteManifest:
         opts = options.view_as(GbifMediaOptions)
+        require_shared_path(opts, "output", opts.output)
         retry = opts.retry_failed_from
         carry = retry if retry and opts.output and same_root(retry, opts.output) else None
         return cls(output=opts.output, carry_over_from=carry, citations=_download_citations(opts))

@@ -221,3 +221,14 @@ def test_bad_rows_are_counted_in_beam_metrics_and_reach_stats(tmp_path: Path) ->
     assert counters["url_list_bad_rows"] == 2
     stats = finalize_stats(str(tmp_path / "out"), counters, 1.0)
     assert stats["records"] == 1 and stats["counters"]["url_list_bad_rows"] == 2
+
+
+def test_dataflow_workers_need_gcs_paths(tmp_path: Path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text("http://127.0.0.1:1/a.jpg\n", encoding="utf-8")
+    dataflow = ("--runner=DataflowRunner", "--output=gs://b/out")
+    with pytest.raises(OptionError, match="--input .* cannot reach a path on this machine; use gs://"):
+        ReadUrlList.from_options(options_for(*dataflow, f"--input={listing}"))
+    with pytest.raises(OptionError, match="--output .* cannot reach a path on this machine"):
+        WriteManifest.from_options(options_for("--runner=DataflowRunner", f"--output={tmp_path}"))
+    assert ReadUrlList.from_options(options_for("--runner=FnApiRunner", f"--input={listing}"))  # local runners read local files

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_gbif.licenses import normalize_license
 from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list
@@ -198,6 +199,17 @@ class _KeepFailures(beam.DoFn):
             yield reset_for_retry(MediaRecord.from_dict(row))
 
 
+_LOCAL_RUNNERS = ("fnapirunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner", "prismrunner")
+
+
+def require_shared_path(options: PipelineOptions, flag: str, path: str | None) -> None:
+    """On a remote runner (Dataflow), workers cannot see the launcher's disk: a path they read must be gs://."""
+    runner = (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1]
+    if path and runner and runner not in _LOCAL_RUNNERS and "://" not in path:
+        raise OptionError(f"--{flag} {path}: workers of the {options.view_as(StandardOptions).runner} cannot reach a path on this machine; "
+                          "use gs://bucket/...")
+
+
 def manifest_pattern(output: str) -> str:
     return FileSystems.join(output.rstrip("/"), "manifest", "*.avro")
 
@@ -234,6 +246,8 @@ class ReadUrlList(beam.PTransform):
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> ReadUrlList:
         opts = options.view_as(GbifMediaOptions)
+        require_shared_path(opts, "input", opts.input)
+        require_shared_path(opts, "retry_failed_from", opts.retry_failed_from)
         return cls(
             input=opts.input,
             retry_failed_from=opts.retry_failed_from,

@@ -87,7 +87,10 @@ class BoundedBalancedSampleFn(beam.CombineFn):
         return merged
 
     def compact(self, accumulator: StreamCandidates) -> StreamCandidates:
+        # Called before an accumulator is encoded for the shuffle: send no more than the bounds.
         self._prune(accumulator)
+        for buffer in accumulator.buffers.values():
+            buffer.compact()
         return accumulator
 
     def extract_output(self, accumulator: StreamCandidates) -> SampleOutcome:

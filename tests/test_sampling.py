@@ -10,10 +10,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beam_gbif.options import GbifMediaOptions, OptionError
 from beam_gbif.records import MediaRecord
 from beam_gbif.sampling import BOUNDED, CAP_ONLY, EVERYTHING, METRICS_NAMESPACE, SHORT_STREAMS, TWO_PASS, SampleStreams
+from beam_gbif.sampling_bounded import BoundedBalancedSampleFn
 from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE
 from beam_gbif.sampling_hash import seeded_hash
 from beam_gbif.sampling_quotas import compute_quotas
@@ -190,3 +193,35 @@ def test_two_worker_processes_select_the_same_records(args, tmp_path):
     two_workers = Run(RECORDS, tmp_path, ["--direct_num_workers=2", "--direct_running_mode=multi_processing"], seed=21, **args)
     assert sorted(two_workers.urls) == sorted(in_process.urls)
     assert two_workers.stats == in_process.stats
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=8),
+    nb_samples=st.integers(min_value=1, max_value=150),
+    cap=st.one_of(st.none(), st.integers(min_value=1, max_value=40)),
+    order=st.randoms(use_true_random=False),
+    chunks=st.integers(min_value=1, max_value=6),
+    seed=st.integers(min_value=0, max_value=1000),
+)
+def test_bounded_pruning_never_drops_a_record_the_exact_rule_selects(sizes, nb_samples, cap, order, chunks, seed):
+    # Accumulators built over arbitrary splits of the input, pruned (compacted) after each
+    # split as a runner does before a shuffle, then merged in a tree: the result must be the
+    # exact selection, whatever the split and the order.
+    records = make_records({(f"s{i}",): size for i, size in enumerate(sizes)}, media_every=10**9)
+    order.shuffle(records)
+    sampler = BoundedBalancedSampleFn(nb_samples, cap, seed)
+    accumulators = []
+    for part in range(chunks):
+        accumulator = sampler.create_accumulator()
+        for record in records[part::chunks]:
+            accumulator = sampler.add_input(accumulator, record)
+        accumulators.append(sampler.compact(accumulator))
+    merged = sampler.merge_accumulators([sampler.merge_accumulators(accumulators[:2]), *accumulators[2:]])
+    availability, quotas, selected = sampler.extract_output(merged)
+    expected, expected_quotas = expected_selection(
+        records, nb_samples=nb_samples, nb_samples_per_stream=cap, one_media_per_occurrence=False, seed=seed
+    )
+    assert quotas == expected_quotas
+    assert availability == {(f"s{i}",): size for i, size in enumerate(sizes)}
+    assert sorted(r.url for r in selected) == sorted(expected)

@@ -27,6 +27,15 @@ def ranked(record: MediaRecord, seed: int, purpose: str) -> Ranked:
     return seeded_hash(seed, record.url, purpose=purpose), record.url, record
 
 
+def one_media_of_occurrence(records: Iterable[MediaRecord], seed: int) -> MediaRecord | None:
+    """The media OneMediaPerOccurrence keeps among one occurrence's records (None if none).
+
+    For a source that holds all media of an occurrence together: choosing there selects the
+    same media as the pipeline step, without its per-occurrence shuffle.
+    """
+    return min(records, key=lambda record: (seeded_hash(seed, record.url, purpose=ONE_MEDIA_PURPOSE), record.url), default=None)
+
+
 def _order(item: Ranked) -> tuple[int, str]:
     return item[0], item[1]
 

@@ -17,7 +17,7 @@ from beam_gbif.options import GbifMediaOptions, OptionError
 from beam_gbif.records import MediaRecord
 from beam_gbif.sampling import BOUNDED, CAP_ONLY, EVERYTHING, METRICS_NAMESPACE, SHORT_STREAMS, TWO_PASS, SampleStreams
 from beam_gbif.sampling_bounded import BoundedBalancedSampleFn
-from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE
+from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE, one_media_of_occurrence
 from beam_gbif.sampling_hash import seeded_hash
 from beam_gbif.sampling_quotas import compute_quotas
 
@@ -169,6 +169,11 @@ def test_one_media_per_occurrence_picks_the_lowest_hash_and_all_media_keeps_ever
     assert set(one.urls) == expected_selection(records, seed=3)[0]
     every = Run(records, tmp_path, seed=3, one_media_per_occurrence=False)
     assert len(every.urls) == 120
+    # The helper for sources picks the same media as the pipeline step.
+    by_occurrence = defaultdict(list)
+    for record in records:
+        by_occurrence[record.occurrence_key].append(record)
+    assert {one_media_of_occurrence(group, seed=3).url for group in by_occurrence.values()} == set(one.urls)
 
 
 def test_empty_input_selects_nothing(tmp_path):

@@ -124,6 +124,8 @@ def test_missing_file_and_missing_arguments(tmp_path: Path) -> None:
         ReadUrlList()
     with pytest.raises(OptionError, match="no manifest found"):
         ReadUrlList(retry_failed_from=str(tmp_path))
+    with pytest.raises(OptionError, match=f"--input {tmp_path}: cannot read it \\(IsADirectoryError"):
+        ReadUrlList(input=str(tmp_path))
 
 
 def _earlier_run(output: Path) -> list[MediaRecord]:

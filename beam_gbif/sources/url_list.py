@@ -24,7 +24,8 @@ import csv
 import hashlib
 import io
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import apache_beam as beam
@@ -38,6 +39,7 @@ from beam_gbif.records import MediaRecord, Status
 from beam_gbif.sources.media_items import field_value
 
 _LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 METRICS_NAMESPACE = "beam_gbif"
 BAD_ROWS = "url_list_bad_rows"
@@ -92,6 +94,22 @@ def _first_line(path: str) -> str:
             if raw.strip() and not raw.lstrip().startswith("#"):
                 return raw
     raise OptionError(f"--input {path}: the file has no URLs")
+
+
+def _sniff_list_file(path: str) -> ListFormat:
+    if not FileSystems.exists(path):
+        raise OptionError(f"--input {path}: no such file")
+    return ListFormat.sniff(_first_line(path), path)
+
+
+def _checked(what: str, check: Callable[[], T]) -> T:
+    """Runs a construction-time check; a storage failure (permissions, network) becomes one clear line."""
+    try:
+        return check()
+    except OptionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any filesystem error, named in the message
+        raise OptionError(f"{what}: cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''})") from exc
 
 
 def _column(row: dict[str, str], names: Sequence[str]) -> str:
@@ -235,12 +253,11 @@ class ReadUrlList(beam.PTransform):
         self._media_type = media_type
         # Checked now, so a bad file is a clear error before any worker starts.
         if input:
-            if not FileSystems.exists(input):
-                raise OptionError(f"--input {input}: no such file")
-            self._format = ListFormat.sniff(_first_line(input), input)
+            self._format = _checked(f"--input {input}", lambda: _sniff_list_file(input))
         else:
             pattern = manifest_pattern(retry_failed_from)
-            if not any(result.metadata_list for result in FileSystems.match([pattern])):
+            found = _checked(f"--retry_failed_from {retry_failed_from}", lambda: FileSystems.match([pattern]))
+            if not any(result.metadata_list for result in found):
                 raise OptionError(f"--retry_failed_from {retry_failed_from}: no manifest found ({pattern})")
 
     @classmethod

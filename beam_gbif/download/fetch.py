@@ -1,23 +1,21 @@
 """DownloadMedia: every selected record → one file under the dataset root and one result record.
 
 Records are grouped by (host, shard) so per-host limits hold across workers (see hosts.py). The
-DoFn runs its own asyncio event loop in a background thread (created in ``setup``): ``process``
-hands records to the loop and emits the results finished so far, ``finish_bundle`` waits for the
-rest and emits them as WindowedValues. Beam 2.77's AsyncWrapper lost outputs on the batch
-runners, this does not. File writes and hashing run in a thread pool so the loop never stalls,
-and Beam counters are only touched in the DoFn's thread.
+DoFn owns an asyncio event loop (created in ``setup``) that runs in the DoFn's thread: ``process``
+queues one task per record, ``finish_bundle`` runs them all and emits the results as
+WindowedValues (Beam 2.77's AsyncWrapper lost outputs on the batch runners; this does not). File
+writes and hashing run in a thread pool so the loop never stalls on the disk or on GCS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import email.utils
 import functools
 import logging
-import queue
 import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -319,7 +317,15 @@ def _failed(record: MediaRecord, status: str, error: str) -> MediaRecord:
 
 
 class _DownloadFn(beam.DoFn):
-    """(host-shard key, records) → one result record per input."""
+    """(host-shard key, records) → one result record per input.
+
+    The event loop is created in ``setup`` and runs in the DoFn's own thread, only inside
+    ``process`` and ``finish_bundle``: no thread hand-offs per record, no GIL contention between a
+    loop thread and Beam's thread, and counters are incremented in the DoFn's thread. ``process``
+    queues one task per record and lets them start; the loop runs to completion in
+    ``finish_bundle`` (or earlier, whenever ``max_pending`` records are queued), so every host
+    shard of the bundle downloads at once.
+    """
 
     def __init__(self, output: str, settings: DownloadSettings, policy: AddressPolicy) -> None:
         self.output = output
@@ -328,75 +334,80 @@ class _DownloadFn(beam.DoFn):
 
     def setup(self) -> None:
         self._store = store_for(self.output, fsync=self.settings.fsync)
-        self._executor = ThreadPoolExecutor(self.settings.write_threads if self._store.is_local else max(64, self.settings.write_threads),
-                                            thread_name_prefix="beam-gbif-write")
+        threads = self.settings.write_threads if self._store.is_local else max(64, self.settings.write_threads)
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="beam-gbif-write")
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="beam-gbif-download", daemon=True)
-        self._thread.start()
         self._engine = _Engine(self.settings, self.policy, self._store, self._executor)
-        self._call(self._engine.open())
+        if not self.settings.session_per_bundle:
+            self._loop.run_until_complete(self._engine.open())
         self._progress = DownloadProgress(self.settings.progress_interval)
 
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
     def start_bundle(self) -> None:
-        if self.settings.session_per_bundle and self._engine.session is None:
-            self._call(self._engine.open())
-        self._results: queue.Queue = queue.Queue()
-        self._pending = 0
+        if self.settings.session_per_bundle:
+            self._loop.run_until_complete(self._engine.open())
+        self._tasks: set[asyncio.Task] = set()
+        self._finished: collections.deque = collections.deque()
+        self._below = asyncio.Event()
+        self._target = 0
         self._folders: dict[str, Any] = {}  # listings are per bundle: a retried bundle sees its own earlier writes
 
     def process(self, element: tuple[tuple[str, int], Any], window: Any = beam.DoFn.WindowParam,
                 timestamp: Any = beam.DoFn.TimestampParam) -> Any:
         key, records = element
         for record in records:
-            self._pending += 1
-            future = asyncio.run_coroutine_threadsafe(self._engine.handle(record, key, self._folders), self._loop)
-            future.add_done_callback(functools.partial(self._done, self._results, record, window, timestamp))
-            yield from self._emit(wait_below=self.settings.max_pending)
+            task = self._loop.create_task(self._engine.handle(record, key, self._folders))
+            task.add_done_callback(functools.partial(self._done, record, window, timestamp))
+            self._tasks.add(task)
+            if len(self._tasks) >= self.settings.max_pending:
+                self._run_until_below(self.settings.max_pending // 2)
+                yield from self._emit()
+        # One turn of the loop: the new tasks send their first requests while Beam reads the next group.
+        self._loop.run_until_complete(asyncio.sleep(0))
         yield from self._emit()
 
     def finish_bundle(self) -> Any:
-        yield from self._emit(wait_below=1)
+        self._run_until_below(1)
+        yield from self._emit()
         self._progress.maybe_log()
         if self.settings.session_per_bundle:
-            self._call(self._engine.close())
+            self._loop.run_until_complete(self._engine.close())
 
-    @staticmethod
-    def _done(results: queue.Queue, record: MediaRecord, window: Any, timestamp: Any, future: Any) -> None:
+    def _done(self, record: MediaRecord, window: Any, timestamp: Any, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
         try:
-            result, attempts = future.result()
+            result, attempts = task.result()
         except BaseException as exc:  # noqa: BLE001 - the record still gets its row
             result, attempts = _failed(record, Status.FAILED_CONNECTION, f"internal error: {exc!r}"), 0
-        results.put((WindowedValue(result, timestamp, (window,)), attempts))
+        self._progress.count(result, attempts)
+        self._finished.append(WindowedValue(result, timestamp, (window,)))
+        if len(self._tasks) < self._target:
+            self._below.set()
 
-    def _emit(self, wait_below: int | None = None) -> Any:
-        """Yields finished results; with ``wait_below``, blocks until fewer records than that are in flight."""
-        while True:
-            must_wait = wait_below is not None and self._pending >= wait_below
-            try:
-                item = self._results.get(timeout=1.0) if must_wait else self._results.get_nowait()
-            except queue.Empty:
+    def _run_until_below(self, target: int) -> None:
+        async def wait() -> None:
+            while len(self._tasks) >= target:
+                self._target = target
+                self._below.clear()
+                try:
+                    await asyncio.wait_for(self._below.wait(), timeout=self.settings.progress_interval)
+                except TimeoutError:
+                    pass
                 self._progress.maybe_log()
-                if must_wait:
-                    continue
-                return
-            self._pending -= 1
-            windowed, attempts = item
-            self._progress.count(windowed.value, attempts)
-            yield windowed
+
+        self._loop.run_until_complete(wait())
+
+    def _emit(self) -> Any:
+        while self._finished:
+            yield self._finished.popleft()
 
     def teardown(self) -> None:
         loop = getattr(self, "_loop", None)
         if loop is None:
             return
         try:
-            self._call(self._engine.close())
+            loop.run_until_complete(self._engine.close())
         except Exception:  # noqa: BLE001 - best effort at shutdown
             pass
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)
         loop.close()
         self._executor.shutdown(wait=True)
         self._loop = None

@@ -28,16 +28,11 @@ from pipelines.gbif_media import build, make_options
 # Classes whose constructor needs something the signature alone cannot supply: a factory.
 CONSTRUCTORS: dict[str, Callable[[], Any]] = {}
 
-# Modules that are not part of the pipeline (local stand-ins for tests and the demo).
-SKIPPED_PACKAGES = ("beam_gbif.testing",)
-
-
 def beam_gbif_modules() -> Iterator[Any]:
     root = Path(beam_gbif.__file__).parent
     yield beam_gbif
     for info in pkgutil.walk_packages([str(root)], prefix="beam_gbif."):
-        if not info.name.startswith(SKIPPED_PACKAGES):
-            yield importlib.import_module(info.name)
+        yield importlib.import_module(info.name)
 
 
 def fn_classes() -> dict[str, type]:
@@ -177,7 +172,9 @@ def roundtrip(fn: Any) -> Any:
     return restored
 
 
-def test_the_package_has_fns_to_check() -> None:
+def test_every_module_imports_and_the_package_has_fns_to_check() -> None:
+    modules = {module.__name__ for module in beam_gbif_modules()}
+    assert {"beam_gbif.manifest", "beam_gbif.download.fetch", "beam_gbif.testing.media_server"} <= modules
     names = set(fn_classes())
     assert "beam_gbif.stats.StatsCombineFn" in names and "beam_gbif.sources.url_list._ReadListFile" in names
 

@@ -49,7 +49,8 @@ class DeduplicateUrls(beam.PTransform):
     """Identical URLs are one file: keep the record with the lowest occurrence key."""
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        return records | "KeyByUrl" >> beam.Map(lambda r: (r.url, r)) | "GroupByUrl" >> beam.GroupByKey() | "KeepLowestOccurrence" >> beam.ParDo(_CountDuplicates())
+        keyed = records | "KeyByUrl" >> beam.Map(lambda r: (r.url, r))
+        return keyed | "GroupByUrl" >> beam.GroupByKey() | "KeepLowestOccurrence" >> beam.ParDo(_CountDuplicates())
 
 
 class FilterMedia(beam.PTransform):

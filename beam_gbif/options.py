@@ -169,7 +169,8 @@ class GbifMediaOptions(PipelineOptions):
         add("--all_media", type=parse_bool, nargs="?", const=True, default=False,
             help="Keep every media item of an occurrence (default: one per occurrence).")
         add("--random_subsets", default=None, help="Splits and ratios, e.g. train=0.9,test=0.1.")
-        add("--subset_streams", default=None, help='JSON mapping splits to whole streams, e.g. {"test": {"datasetKey": ["..."]}, "train": "*"}.')
+        add("--subset_streams", default=None,
+            help='JSON mapping splits to whole streams, e.g. {"test": {"datasetKey": ["..."]}, "train": "*"}.')
         add("--seed", type=int, default=0, help="Seed of every random choice (sampling, splits, read planning).")
         # Download
         add("--output", default=None, help="Dataset root: a local folder or gs://bucket/prefix.")

@@ -121,7 +121,7 @@ class MediaRecordCoder(coders.Coder):
 
     def decode(self, encoded: bytes) -> MediaRecord:
         row = json.loads(encoded.decode("utf-8"))
-        return MediaRecord(**dict(zip(FIELD_NAMES, row)))
+        return MediaRecord(**dict(zip(FIELD_NAMES, row, strict=True)))
 
     def is_deterministic(self) -> bool:
         return True

@@ -46,11 +46,13 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
         raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
     records = pipeline | "ReadMedia" >> read_media(opts)
     usable = records | "FilterMedia" >> FilterMedia.from_options(opts)
-    selected = usable | "SampleStreams" >> SampleStreams.from_options(opts)
+    sampler = SampleStreams.from_options(opts)
+    selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> AssignSplits.from_options(opts)
     results = assigned | "DownloadMedia" >> DownloadMedia.from_options(opts)
     manifest = results | "WriteManifest" >> WriteManifest.from_options(opts)
-    return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest}
+    return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest,
+            "stream_stats": sampler.stream_stats}
 
 
 def make_options(argv: Sequence[str]) -> PipelineOptions:

@@ -27,7 +27,8 @@ def test_duplicate_urls_keep_the_lowest_occurrence_key():
 
 
 def test_licence_filter_keeps_only_the_listed_codes():
-    records = [_record("http://h/a.jpg", 1, "CC0_1_0"), _record("http://h/b.jpg", 2, "UNKNOWN"), _record("http://h/c.jpg", 3, "CC_BY_NC_4_0")]
+    records = [_record("http://h/a.jpg", 1, "CC0_1_0"), _record("http://h/b.jpg", 2, "UNKNOWN"),
+               _record("http://h/c.jpg", 3, "CC_BY_NC_4_0")]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
         kept = pipeline | beam.Create(records) | FilterMedia(licenses=["CC0_1_0", "CC_BY_4_0"])
         assert_that(kept | beam.Map(lambda r: r.url), equal_to(["http://h/a.jpg"]))

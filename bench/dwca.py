@@ -43,7 +43,7 @@ def _count_sampled(record: object) -> None:
     Metrics.counter("bench", "sampled").inc()
 
 
-def child_beam(archive: str, cache: str, multi_processing: bool) -> dict:
+def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bool = False) -> dict:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -63,12 +63,9 @@ def child_beam(archive: str, cache: str, multi_processing: bool) -> dict:
     source.prepare()  # resolve + extract: part of end-to-end, timed separately too
     prepared_at = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    sampled = (
-        pipeline
-        | "ReadMedia" >> source
-        | "FilterMedia" >> FilterMedia.from_options(gbif)
-        | "SampleStreams" >> SampleStreams.from_options(gbif)
-    )
+    sampled = pipeline | "ReadMedia" >> source
+    if not source_only:
+        sampled = sampled | "FilterMedia" >> FilterMedia.from_options(gbif) | "SampleStreams" >> SampleStreams.from_options(gbif)
     _ = sampled | "CountSampled" >> beam.Map(_count_sampled)
     result = pipeline.run()
     result.wait_until_finish()
@@ -151,12 +148,14 @@ def main() -> None:
     parser.add_argument("--multi_processing_max_occurrences", type=int, default=500_000,
                         help="skip the 2-worker run above this size (its runner and workers each buffer whole bundles)")
     parser.add_argument("--skip_reader", action="store_true")
+    parser.add_argument("--source_only", action="store_true",
+                        help="also time ReadDwcaMedia alone (no filter/sampling) at sizes up to --multi_processing_max_occurrences")
     parser.add_argument("--child", choices=["beam", "reader"], help=argparse.SUPPRESS)
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "beam":
-        print(json.dumps(child_beam(args.archive, args.cache, args.multi_processing)))
+        print(json.dumps(child_beam(args.archive, args.cache, args.multi_processing, args.source_only)))
         return
     if args.child == "reader":
         print(json.dumps(child_reader(args.archive)))
@@ -183,6 +182,8 @@ def main() -> None:
             print(f"  skipping beam-gbif at {occurrences:,} occurrences: about {_needed_mb(occurrences):,.0f} MB needed, "
                   f"{_available_mb():,.0f} MB available", flush=True)
             runs = []
+        if runs and args.source_only and occurrences <= args.multi_processing_max_occurrences:
+            runs.append(("beam-gbif ReadDwcaMedia alone (all records, no sampling)", ["--child", "beam", "--source_only"]))
         if args.multi_processing and occurrences <= args.multi_processing_max_occurrences:
             runs.append(("beam-gbif FnApiRunner 2 worker processes", ["--child", "beam", "--multi_processing"]))
         for name, child_args in runs:

@@ -193,11 +193,11 @@ def main() -> None:
             measure("raw aiohttp + temp/rename", lambda out: ["-c", RAW_CLIENT, str(urls_file), str(out), c, "write"],
                     note=f"{c} in flight")
         if "beam-gbif" not in skip:
-            measure("beam-gbif", lambda out: ["-c", BEAM_GBIF, str(urls_file), str(out), c, "0", "0"],
-                    note=f"FnApiRunner; max/per-host concurrency {c}; session per DoFn; no fsync")
+            measure("beam-gbif", lambda out: ["-c", BEAM_GBIF, str(urls_file), str(out), c, "0", "1"],
+                    note=f"FnApiRunner; defaults (fsync, session per DoFn) but max/per-host concurrency {c}")
         if "beam-gbif-variants" not in skip:
-            measure("beam-gbif, fsync", lambda out: ["-c", BEAM_GBIF, str(urls_file), str(out), c, "0", "1"], note="fsync each file")
-            measure("beam-gbif, session/bundle", lambda out: ["-c", BEAM_GBIF, str(urls_file), str(out), c, "1", "0"],
+            measure("beam-gbif, no fsync", lambda out: ["-c", BEAM_GBIF, str(urls_file), str(out), c, "0", "0"], note="fsync=False")
+            measure("beam-gbif, session/bundle", lambda out: ["-c", BEAM_GBIF, str(urls_file), str(out), c, "1", "1"],
                     note="aiohttp session per bundle")
         if "gbif-dl" not in skip:
             python, why = ensure_venv(workdir, "gbifdl", "gbif-dl==0.1.1")

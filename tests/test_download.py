@@ -290,3 +290,14 @@ def test_unsafe_label_and_split_stay_inside_the_root(media, tmp_path):
     assert ".." not in results[0].path.split("/")
     assert (tmp_path / "ds" / results[0].path).is_file()
     assert os.path.commonpath([tmp_path / "ds", (tmp_path / "ds" / results[0].path).resolve()]) == str(tmp_path / "ds")
+
+
+def test_progress_is_logged_and_counted(media, tmp_path, caplog):
+    caplog.set_level("INFO", logger="beam_gbif.download")
+    records = [record(media.url(f"p{i}"), key=i) for i in range(5)] + [record(media.fault_url("status/404/p404.jpg"), key=9)]
+    transform = DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, max_retries=0, progress_interval=0)
+    _, counters = run_download(records, transform, tmp_path)
+    assert counters["media_downloaded"] == 5 and counters["media_failed_http"] == 1 and counters["media_http_attempts"] == 6
+    assert counters["media_bytes_downloaded"] == sum(len(image_bytes(f"p{i}")) for i in range(5))
+    lines = [r.getMessage() for r in caplog.records if r.name == "beam_gbif.download"]
+    assert any("6 records done (5 downloaded, 0 skipped)" in line and "FAILED_HTTP=1" in line for line in lines), lines

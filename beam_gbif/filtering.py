@@ -9,10 +9,10 @@ from apache_beam.metrics import Metrics
 
 from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list
 from beam_gbif.records import MediaRecord
+from beam_gbif.sources.media_items import EXCLUDED_BY_LICENSE
 
 METRICS_NAMESPACE = "beam_gbif"
 DUPLICATE_URLS = "duplicate_urls"
-EXCLUDED_BY_LICENSE = "excluded_by_license"
 
 
 class _KeepLicenses(beam.DoFn):

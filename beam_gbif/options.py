@@ -221,7 +221,7 @@ def http_user_agent(options: PipelineOptions) -> str:
 def source_kind(options: GbifMediaOptions) -> str:
     if options.source:
         return options.source
-    if options.dwca:
+    if options.dwca or options.gbif_download_predicate:
         return "dwca"
     if options.input or options.retry_failed_from:
         return "urls"

@@ -211,7 +211,9 @@ class SampleStreams(beam.PTransform):
             nb_samples=options.nb_samples,
             nb_samples_per_stream=options.nb_samples_per_stream,
             weighted=bool(options.weighted_streams),
-            one_media_per_occurrence=not options.all_media,
+            # The GBIF sources keep one media per occurrence as they build its records (where its
+            # media are together, no shuffle needed); a URL list is taken as given.
+            one_media_per_occurrence=False,
             seed=options.seed,
         )
 

@@ -135,7 +135,7 @@ def test_unknown_label_term_is_a_clear_error_before_running(real_zip, tmp_path):
 
 def test_from_options_and_archive_citation(real_zip, tmp_path):
     argv = [f"--dwca={real_zip}", f"--dwca_root_path={tmp_path / 'cache'}", "--label=scientificName", "--split_streams_by=datasetKey",
-            "--media_type=StillImage"]
+            "--media_type=StillImage", "--all_media"]
     options = PipelineOptions(normalize_argv(argv)).view_as(GbifMediaOptions)
     records, _ = run_source(ReadDwcaMedia.from_options(options), tmp_path)
     assert len(records) == len(expected_images(real_zip, "scientificName")[0])

@@ -9,7 +9,14 @@ from collections import Counter
 import pytest
 
 from beam_gbif.records import MediaRecord, MediaRecordCoder, safe_label_dir
-from beam_gbif.sources.media_items import DROPPED_MEDIA_NO_URL, DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, media_records
+from beam_gbif.sampling_combiners import one_media_of_occurrence
+from beam_gbif.sources.media_items import (
+    DROPPED_MEDIA_NO_URL,
+    DROPPED_MEDIA_OTHER_TYPE,
+    DROPPED_NO_LABEL,
+    EXCLUDED_BY_LICENSE,
+    media_records,
+)
 
 
 @pytest.mark.parametrize("label", ["5352251", "Amanita_muscaria", "a.b-c"])
@@ -75,3 +82,19 @@ def test_media_of_other_types_and_without_url_are_dropped_and_counted():
 def test_occurrence_without_label_is_dropped_never_labelled_none():
     records, dropped = media_records({"key": 5, "speciesKey": None}, [{"type": "StillImage", "identifier": "u"}], label_field="speciesKey")
     assert records == [] and dropped[DROPPED_NO_LABEL] == 1
+
+
+def test_one_media_per_occurrence_is_chosen_among_usable_licences_only():
+    occurrence = {"key": 5, "speciesKey": 42}
+    media = [{"type": "StillImage", "identifier": f"http://h/{i}.jpg", "license": lic}
+             for i, lic in enumerate(["CC0", "All rights reserved", "http://creativecommons.org/licenses/by/4.0/", "CC BY-NC 4.0"])]
+    every, _ = media_records(occurrence, media, label_field="speciesKey")
+    picks = set()
+    for seed in range(40):
+        kept, dropped = media_records(occurrence, media, label_field="speciesKey", licenses={"CC0_1_0", "CC_BY_4_0"}, one_media_seed=seed)
+        assert len(kept) == 1 and kept[0].license_code in {"CC0_1_0", "CC_BY_4_0"}
+        assert dropped[EXCLUDED_BY_LICENSE] == 2
+        picks.add(kept[0].url)
+        usable = [r for r in every if r.license_code in {"CC0_1_0", "CC_BY_4_0"}]
+        assert kept[0] == one_media_of_occurrence(usable, seed), "the same pick as SampleStreams' OneMediaPerOccurrence"
+    assert picks == {"http://h/0.jpg", "http://h/2.jpg"}, "the seed decides, over every usable media"

@@ -88,7 +88,9 @@ class _BuildRecords(beam.DoFn):
     """One gbifID's occurrence row and media rows → its MediaRecords (none when it has no media)."""
 
     def __init__(self, occurrence_columns: Projection, media_columns: Projection, label_field: str, stream_fields: Sequence[str],
-                 media_type: str, source: str):
+                 media_type: str, source: str, licenses: frozenset[str] = frozenset(), one_media_seed: int | None = None):
+        self._licenses = licenses
+        self._one_media_seed = one_media_seed
         self._occurrence_columns = occurrence_columns
         self._media_columns = media_columns
         self._label_field = label_field
@@ -120,7 +122,7 @@ class _BuildRecords(beam.DoFn):
         try:
             records, dropped = media_records(
                 occurrence, items, label_field=self._label_field, stream_fields=self._stream_fields,
-                media_type=self._media_type, source=self._source,
+                media_type=self._media_type, source=self._source, licenses=self._licenses, one_media_seed=self._one_media_seed,
             )
         except ValueError:  # a core id that is not a number cannot be an occurrence key
             self._invalid_ids.inc()
@@ -145,8 +147,12 @@ class ReadDwcaMedia(beam.PTransform):
         user_agent: str = DEFAULT_USER_AGENT,
         download_predicate: str | None = None,
         download_poll_seconds: float = 5.0,
+        licenses: Sequence[str] = (),
+        one_media_seed: int | None = None,
     ):
         super().__init__()
+        self._licenses = frozenset(licenses)
+        self._one_media_seed = one_media_seed
         if bool(dwca) == bool(download_predicate):
             raise DwcaError(
                 "the dwca source needs exactly one of --dwca (a download DOI, a download key, a local zip or a gs:// URI) "
@@ -196,7 +202,7 @@ class ReadDwcaMedia(beam.PTransform):
             | "ParseMedia" >> beam.ParDo(_ParseMedia(media_columns, self._media_type)).with_output_types(tuple[str, bytes])
         )
         build = _BuildRecords(occurrence_columns, media_columns, self._label_field, self._stream_fields, self._media_type,
-                              prepared.archive.source)
+                              prepared.archive.source, self._licenses, self._one_media_seed)
         return (
             (occurrences, media)
             | "Rows" >> beam.Flatten()
@@ -220,6 +226,8 @@ def _constructor_arguments(options: GbifMediaOptions) -> dict[str, Any]:
         "api_url": options.gbif_api_url,
         "user_agent": http_user_agent(options),
         "download_predicate": options.gbif_download_predicate,
+        "licenses": parse_csv_list(options.licenses),
+        "one_media_seed": None if options.all_media else options.seed,
     }
 
 

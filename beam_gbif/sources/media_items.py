@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from beam_gbif.licenses import normalize_license
 from beam_gbif.records import MediaRecord
+from beam_gbif.sampling_combiners import one_media_of_occurrence
 
 _TYPE_BY_FORMAT_PREFIX = {"image/": "StillImage", "video/": "MovingImage", "audio/": "Sound"}
 
@@ -16,6 +17,7 @@ DROPPED_NO_LABEL = "occurrences_without_label"
 DROPPED_NO_MEDIA = "occurrences_without_media_of_type"
 DROPPED_MEDIA_OTHER_TYPE = "media_of_other_type"
 DROPPED_MEDIA_NO_URL = "media_without_url"
+EXCLUDED_BY_LICENSE = "excluded_by_license"
 
 
 def field_value(row: Mapping[str, Any], name: str) -> str:
@@ -54,8 +56,17 @@ def media_records(
     stream_fields: Sequence[str] = (),
     media_type: str = "StillImage",
     source: str = "",
+    licenses: Collection[str] = (),
+    one_media_seed: int | None = None,
 ) -> tuple[list[MediaRecord], Counter]:
-    """Records for the media of ``occurrence`` of type ``media_type``, and what was dropped."""
+    """Records for the media of ``occurrence`` of type ``media_type``, and what was dropped.
+
+    ``licenses`` (codes), when given, keeps only media under those licences. ``one_media_seed``,
+    when given, keeps one media per occurrence: the one SampleStreams' OneMediaPerOccurrence
+    would keep. Choosing here, where all media of an occurrence are together, saves the
+    pipeline a shuffle by occurrence; filtering licences first means an occurrence keeps a
+    usable image whenever it has one.
+    """
     dropped: Counter = Counter()
     label = field_value(occurrence, label_field)
     if not label:
@@ -94,4 +105,11 @@ def media_records(
         )
     if not records:
         dropped[DROPPED_NO_MEDIA] += 1
+    if licenses:
+        usable = [record for record in records if record.license_code in licenses]
+        if len(usable) < len(records):
+            dropped[EXCLUDED_BY_LICENSE] += len(records) - len(usable)
+        records = usable
+    if one_media_seed is not None and len(records) > 1:
+        records = [one_media_of_occurrence(records, one_media_seed)]
     return records, dropped

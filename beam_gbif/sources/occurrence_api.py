@@ -66,6 +66,10 @@ class ApiReadSettings:
     max_retries: int
     timeout: tuple[float, float]
 
+    @property
+    def one_media_seed(self) -> int | None:
+        return self.seed if self.one_media_per_occurrence else None
+
     def client(self) -> GbifClient:
         return GbifClient(self.api_url, self.user_agent, timeout=self.timeout, max_retries=self.max_retries,
                           max_concurrency=self.api_concurrency)
@@ -116,12 +120,12 @@ class _FetchPagesFn(beam.DoFn):
         settings = self._settings
         for occurrence in results:
             records, dropped = media_records(occurrence, occurrence.get("media") or [], label_field=settings.label_field,
-                                             stream_fields=settings.stream_fields, media_type=settings.media_type, source="api")
+                                             stream_fields=settings.stream_fields, media_type=settings.media_type, source="api",
+                                             licenses=settings.licenses, one_media_seed=settings.one_media_seed)
             for name, count in dropped.items():
                 self._drop_counter(name).inc(count)
             self._records.inc(len(records))
-            accepted = [r for r in records if not settings.licenses or r.license_code in settings.licenses]
-            usable += (1 if accepted else 0) if settings.one_media_per_occurrence else len(accepted)
+            usable += len(records)
             yield from records
         yield beam.pvalue.TaggedOutput(_STATS, PageStat(page.stream, page.page_id, len(results), usable))
 
@@ -181,7 +185,7 @@ class ReadOccurrenceMedia(beam.PTransform):
         nb_samples: int | None = None,
         nb_samples_per_stream: int | None = None,
         weighted: bool = False,
-        one_media_per_occurrence: bool = True,
+        one_media_per_occurrence: bool = False,
         licenses: Iterable[str] = (),
         seed: int = 0,
         read_margin: float = DEFAULT_MARGIN,

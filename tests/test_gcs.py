@@ -93,3 +93,16 @@ def test_download_to_gcs_end_to_end_and_rerun(gcs, tmp_path):
         for r in again:
             if r.status == Status.SKIPPED_EXISTING:
                 assert (r.path, r.bytes, r.sha256) == (first[r.url].path, first[r.url].bytes, first[r.url].sha256)
+
+
+@pytest.mark.timeout(60)
+def test_beams_gcs_filesystem_uses_the_emulator_without_a_credential_search(gcs):
+    from apache_beam.io.filesystems import FileSystems
+
+    started = time.monotonic()
+    with FileSystems.create(f"gs://{gcs.bucket}/beamio/hello.txt") as handle:
+        handle.write(b"hello")
+    assert FileSystems.open(f"gs://{gcs.bucket}/beamio/hello.txt").read() == b"hello"
+    assert [m.path for m in FileSystems.match([f"gs://{gcs.bucket}/beamio/*"])[0].metadata_list] == [f"gs://{gcs.bucket}/beamio/hello.txt"]
+    assert store_for(f"gs://{gcs.bucket}/beamio").read("hello.txt") == b"hello", "same objects as google-cloud-storage sees"
+    assert time.monotonic() - started < 10, "Beam would otherwise retry google.auth.default() for ~30-40 s"

@@ -5,7 +5,10 @@
 
 While active it sets ``STORAGE_EMULATOR_HOST`` (google-cloud-storage then targets the emulator;
 ``beam_gbif.download.stores.gcs_client`` uses anonymous credentials) and the variables that stop
-Google's auth libraries from probing the GCE metadata server; everything is restored on exit.
+Google's auth libraries from probing the GCE metadata server, and makes Beam's own GCS filesystem
+connect anonymously at once in this process (``beam_gcs_anonymous``); everything is restored on exit.
+Subprocesses get the same environment from ``env()``; a subprocess that uses Beam's gs:// IO should
+call ``beam_gcs_anonymous()`` itself.
 """
 
 from __future__ import annotations
@@ -25,6 +28,22 @@ NO_METADATA_ENV = {
     "GCE_METADATA_IP": "127.0.0.1:9",
     "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
 }
+
+
+def beam_gcs_anonymous(enable: bool = True) -> None:
+    """Makes Beam's own GCS filesystem (gs:// in FileSystems, ReadFromText, ...) connect anonymously at once.
+
+    Without credentials Beam retries ``google.auth.default()`` with backoff for ~30-40 s before it
+    falls back to anonymous access; against the emulator anonymous is what we want. This presets
+    Beam's (internal) credential cache of this process; ``enable=False`` clears it again.
+    """
+    try:
+        from apache_beam.internal.gcp import auth
+    except ImportError:
+        return
+    with auth._Credentials._credentials_lock:
+        auth._Credentials._credentials = None
+        auth._Credentials._credentials_init = enable
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -90,9 +109,12 @@ class GcsEmulator:
         for name, value in self.env().items():
             self._saved_env[name] = os.environ.get(name)
             os.environ[name] = value
+        beam_gcs_anonymous(True)
         return self
 
     def stop(self) -> None:
+        if self._saved_env:
+            beam_gcs_anonymous(False)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

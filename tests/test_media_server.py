@@ -91,7 +91,7 @@ def test_slow_routes(media):
     started = time.monotonic()
     assert fetch(media.fault_url("slow_first_byte/0.3/x.jpg"))[2] == image_bytes("x")
     assert fetch(media.fault_url("slow_body/0.3/x.jpg"))[2] == image_bytes("x")
-    assert time.monotonic() - started >= 0.6
+    assert time.monotonic() - started >= 0.55  # the last of 20 body pauses comes after the last byte
 
 
 def test_oversize_and_redirects(media):

@@ -190,16 +190,37 @@ _BARE_BOOLEANS = ("--dry_run",)
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:
-    """Map beam-gbif's flags that share a name with Beam's onto their real destinations."""
+    """Map beam-gbif's flags that share a name with Beam's onto their real destinations.
+
+    Beam's ``--dry_run`` is an untyped string option, so the DataflowRunner takes any value,
+    "false" included, as true: a false value is dropped here instead of passed on.
+    """
     out: list[str] = []
-    for arg in argv:
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
         name, sep, value = arg.partition("=")
         if name in _ALIASES:
             arg = _ALIASES[name] + (sep + value if sep else "")
-        elif arg in _BARE_BOOLEANS:
-            arg = f"{arg}=true"
+        elif name in _BARE_BOOLEANS:
+            if not sep and index < len(args) and _is_bool_text(args[index]):
+                value, sep = args[index], "="
+                index += 1
+            if sep and not parse_bool(value):
+                continue
+            arg = f"{name}=true"
         out.append(arg)
     return out
+
+
+def _is_bool_text(text: str) -> bool:
+    try:
+        parse_bool(text)
+    except argparse.ArgumentTypeError:
+        return False
+    return not text.startswith("-") and text != ""
 
 
 def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:

@@ -120,7 +120,8 @@ class _AssignSplit(beam.DoFn):
         return random_split(record.occurrence_key, self._boundaries, self._seed)
 
     def process(self, record: MediaRecord) -> Iterable[MediaRecord]:
-        yield record.replace(split=self.split_of(record))
+        # A split already set came from the user's own URL list (or an earlier run's manifest): it wins.
+        yield record if record.split else record.replace(split=self.split_of(record))
 
 
 class AssignSplits(beam.PTransform):

@@ -81,6 +81,19 @@ def test_label_and_dry_run_map_onto_their_destinations():
     assert not is_dry_run(make_options(["--output", "x"]))
 
 
+@pytest.mark.parametrize("argv", [["--dry_run=false"], ["--dry_run", "false"], ["--dry_run=0"], ["--dry_run", "no"]])
+def test_a_false_dry_run_is_dropped_so_dataflow_submits(argv):
+    # Beam's own dry_run option is an untyped string: "false" would stop a Dataflow submission.
+    assert normalize_argv(argv + ["--output", "x"]) == ["--output", "x"]
+    assert not is_dry_run(make_options(argv))
+
+
+@pytest.mark.parametrize("argv", [["--dry_run"], ["--dry_run=true"], ["--dry_run", "True"], ["--dry_run", "--output", "x"]])
+def test_a_true_dry_run_reaches_beam(argv):
+    assert normalize_argv(argv)[0] == "--dry_run=true"
+    assert is_dry_run(make_options(argv))
+
+
 def test_template_strings_parse_like_cli_values():
     cli = make_options(["--weighted_streams", "--nb_samples", "-1", "--all_media"]).view_as(GbifMediaOptions)
     template = make_options(["--weighted_streams=true", "--nb_samples=-1", "--all_media=True"]).view_as(GbifMediaOptions)

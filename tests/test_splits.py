@@ -100,6 +100,13 @@ def test_a_catch_all_takes_every_unmatched_record(tmp_path):
     assert {r.split for r in assigned.values() if r.dataset_key == "dataset-0"} == {"train"}
 
 
+def test_a_split_given_by_the_input_is_kept(tmp_path):
+    preset = [r.replace(split="holdout") if r.occurrence_key % 5 == 0 else r for r in RECORDS[:90]]
+    assigned = run_splits(preset, tmp_path, random_subsets=RATIOS, seed=1)
+    assert all(assigned[r.url].split == "holdout" for r in preset if r.split)
+    assert {assigned[r.url].split for r in preset if not r.split} <= set(RATIOS)
+
+
 def test_without_split_options_records_pass_through_unchanged(tmp_path):
     splitter = AssignSplits()
     assert not splitter.assigns_splits

@@ -5,13 +5,14 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+README = Path(__file__).with_name("README.md")
 VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("beam_gbif").joinpath("__init__.py").read_text()).group(1)
 
 setup(
     name="beam-gbif",
     version=VERSION,
     description="GBIF occurrence media to machine-learning image datasets, with Apache Beam.",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8") if Path(__file__).with_name("README.md").exists() else "",
+    long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["beam_gbif", "beam_gbif.*", "pipelines", "pipelines.*"]),

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import socket
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from beam_gbif.testing.serving import AppThread
 
 TRUNCATE = "truncate"  # full Content-Length, half the body, then the connection closes
 SERVER_ERROR = "500"
@@ -155,44 +155,30 @@ def download_routes(
     return install
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class FakeDownloadServer:
     """The download routes alone on 127.0.0.1, in a background thread; ``api_url`` ends in /v1."""
 
     def __init__(self, downloads: Iterable[FakeDownload], faults: DownloadFaults | None = None):
         self.faults = faults if faults is not None else DownloadFaults()
         self._install = download_routes(downloads, self.faults)
-        self._port = _free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-gbif-downloads", daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._server = AppThread(self._make_app, name="fake-gbif-downloads")
+        self._port: int | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self._port}/v1"
 
-    async def _start(self) -> None:
+    def _make_app(self) -> web.Application:
         app = web.Application()
         self._install(app)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self._port).start()
+        return app
 
     def start(self) -> FakeDownloadServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        self._port = self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self._server.stop()
 
     def __enter__(self) -> FakeDownloadServer:
         return self.start()

@@ -42,6 +42,8 @@ import numpy as np
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from beam_gbif.testing.serving import AppThread
+
 MAX_LIMIT = 300
 MAX_OFFSET_PLUS_LIMIT = 100_000
 DEFAULT_LIMIT = 20
@@ -266,9 +268,7 @@ class FakeGbifApi:
         self._faults: list[Fault] = []
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: AppThread | None = None
         self.app: web.Application | None = None
         self.port: int | None = None
 
@@ -285,40 +285,16 @@ class FakeGbifApi:
         return self.base_url[: -len("/v1")]
 
     def start(self) -> FakeGbifApi:
-        if self._thread is not None:
-            return self
-        started = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start_site())
-            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-                errors.append(exc)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="fake-gbif-api", daemon=True)
-        self._thread.start()
-        started.wait(timeout=30)
-        if errors:
-            self._thread = None
-            raise RuntimeError(f"FakeGbifApi could not start: {errors[0]}") from errors[0]
+        if self._server is None:
+            server = AppThread(self._make_app, self._host, self._port, name="fake-gbif-api")
+            self.port = server.start()
+            self._server = server
         return self
 
     def stop(self) -> None:
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._thread = None
+        if self._server is not None:
+            self._server.stop()
+        self._server = None
         self.port = None
 
     def __enter__(self) -> FakeGbifApi:
@@ -327,18 +303,14 @@ class FakeGbifApi:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    async def _start_site(self) -> None:
+    def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._log_and_inject])
         app.router.add_get("/v1/occurrence/search", self._search)
         app.router.add_get(r"/v1/occurrence/{key:\d+}", self._occurrence)
         for add_routes in self._extra_routes:
             add_routes(app)
         self.app = app
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
 
     # -- test controls ---------------------------------------------------------------------
 

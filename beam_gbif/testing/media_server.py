@@ -39,6 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
+from beam_gbif.testing.serving import AppThread
+
 # 1×1 images written by Pillow once, embedded so the package needs no imaging library.
 _JPEG_1PX = bytes.fromhex(
     "ffd8ffe000104a46494600010100000100010000ffdb004300100b0c0e0c0a100e0d0e1211101318281a181616183123251d283a333d3c3933383740485c4e40"
@@ -149,9 +151,7 @@ class MediaServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: AppThread | None = None
 
     # -- public helpers -------------------------------------------------------------------------
     @property
@@ -320,44 +320,17 @@ class MediaServer:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> MediaServer:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start_site())
-            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="media-server", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise RuntimeError(f"media server failed to start: {failure[0]}")
+        if self._server is None:
+            server = AppThread(self.make_app, self.host, self.port, name="media-server",
+                               runner_options={"shutdown_timeout": 0.5}, site_options={"backlog": 2048})
+            self.port = server.start()
+            self._server = server
         return self
 
-    async def _start_site(self) -> None:
-        self._runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = None
-        self._thread = None
+        if self._server is not None:
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> MediaServer:
         return self.start()

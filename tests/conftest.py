@@ -16,6 +16,10 @@ os.environ.setdefault("CLOUDSDK_CORE_CHECK_GCE_METADATA", "false")
 
 SHARED_DATA = Path(os.environ.get("BEAM_GBIF_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
+# The real GBIF download in shared/data/dwca.
+REAL_DWCA_KEY = "0026367-210914110416597"
+REAL_DWCA_DOI = "10.15468/dl.jd3hup"
+
 # The FnApiRunner is the DirectRunner's in-process engine, pinned so tests never try to fetch Prism.
 TEST_RUNNER = "FnApiRunner"
 
@@ -25,3 +29,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real GBIF test data not found at {SHARED_DATA} (set BEAM_GBIF_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def real_zip(shared_data: Path) -> Path:
+    return shared_data / "dwca" / f"{REAL_DWCA_KEY}.zip"
+
+
+@pytest.fixture()
+def fresh_dwca_memo():
+    """Prepared archives are memoised per process; each test starts and ends without them."""
+    from beam_gbif.dwca.archive import forget_prepared_archives
+
+    forget_prepared_archives()
+    yield
+    forget_prepared_archives()

@@ -20,21 +20,10 @@ from beam_gbif.sources.dwca import ReadDwcaMedia
 from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, DownloadFaults, FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
+from tests.conftest import REAL_DWCA_DOI as DOI
+from tests.conftest import REAL_DWCA_KEY as KEY
 
-KEY = "0026367-210914110416597"
-DOI = "10.15468/dl.jd3hup"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    forget_prepared_archives()
-    yield
-    forget_prepared_archives()
-
-
-@pytest.fixture()
-def real_zip(shared_data) -> Path:
-    return shared_data / "dwca" / f"{KEY}.zip"
+pytestmark = pytest.mark.usefixtures("fresh_dwca_memo")
 
 
 @pytest.fixture()

@@ -21,22 +21,13 @@ from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_L
 from beam_gbif.testing.fake_downloads import FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
+from tests.conftest import REAL_DWCA_DOI as DOI
+from tests.conftest import REAL_DWCA_KEY as KEY
 
-KEY = "0026367-210914110416597"
-DOI = "10.15468/dl.jd3hup"
 VERBATIM_LOCALITY = "http://rs.tdwg.org/dwc/terms/verbatimLocality"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    forget_prepared_archives()
-    yield
-    forget_prepared_archives()
-
-
-@pytest.fixture()
-def real_zip(shared_data) -> Path:
-    return shared_data / "dwca" / f"{KEY}.zip"
+pytestmark = pytest.mark.usefixtures("fresh_dwca_memo")
 
 
 def run_source(transform: beam.PTransform, out: Path, runner_args: tuple[str, ...] = ()) -> tuple[list[MediaRecord], Counter]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import email.utils
 import functools
 import logging
 import random
@@ -30,6 +29,7 @@ from beam_gbif.download.progress import DownloadProgress
 from beam_gbif.download.safety import AddressPolicy, CheckedResolver, RefusedAddress, check_host, policy_for
 from beam_gbif.download.sniff import MIME_BY_EXT, NotMedia, classify
 from beam_gbif.download.stores import Store, StoreError, is_temp_name, store_for, temp_target
+from beam_gbif.gbif.client import parse_retry_after
 from beam_gbif.options import OptionError
 from beam_gbif.records import MediaRecord, Status, safe_label_dir
 
@@ -85,19 +85,6 @@ class Failure(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.attempts = 0
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def relative_folder(record: MediaRecord) -> str:

@@ -208,9 +208,12 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
             if not sep and index < len(args) and _is_bool_text(args[index]):
                 value, sep = args[index], "="
                 index += 1
-            if sep and not parse_bool(value):
+            if sep and not _is_bool_text(value):
+                arg = f"{name}={value}"  # not a boolean: is_dry_run() reports it
+            elif sep and not parse_bool(value):
                 continue
-            arg = f"{name}=true"
+            else:
+                arg = f"{name}=true"
         out.append(arg)
     return out
 

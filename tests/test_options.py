@@ -88,6 +88,11 @@ def test_a_false_dry_run_is_dropped_so_dataflow_submits(argv):
     assert not is_dry_run(make_options(argv))
 
 
+def test_a_dry_run_that_is_not_a_boolean_is_a_clear_error():
+    with pytest.raises(OptionError, match="--dry_run: expected true or false"):
+        is_dry_run(make_options(["--dry_run=maybe"]))
+
+
 @pytest.mark.parametrize("argv", [["--dry_run"], ["--dry_run=true"], ["--dry_run", "True"], ["--dry_run", "--output", "x"]])
 def test_a_true_dry_run_reaches_beam(argv):
     assert normalize_argv(argv)[0] == "--dry_run=true"

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -79,6 +80,18 @@ def _is_local(options: PipelineOptions) -> bool:
     return runner.rsplit(".", 1)[-1] in ("fnapirunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner", "prismrunner")
 
 
+def usage() -> str:
+    """Help for beam-gbif's own options (Beam's options are documented by Beam)."""
+    parser = argparse.ArgumentParser(
+        prog="beam-gbif", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="GBIF occurrence media to an ImageFolder dataset (local folder or gs://), with Apache Beam.",
+        epilog="--label FIELD is stored as --label_field; --dry_run prints the plan and downloads nothing; --user_agent sets "
+               "the User-Agent of every request. Every Beam option (--runner, --direct_num_workers, --project, ...) also "
+               f"applies; without --runner the local {DEFAULT_LOCAL_RUNNER} runs the job.")
+    GbifMediaOptions._add_argparse_args(parser)
+    return parser.format_help()
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost message of the known error types a runner wrapped, else the last line."""
     seen = exc
@@ -98,7 +111,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     written by the job itself).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = make_options(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(usage())
+        return 0
+    options = make_options(argv)
     opts = options.view_as(GbifMediaOptions)
     started = time.monotonic()
     try:

@@ -112,3 +112,12 @@ def test_local_runner_is_pinned_unless_given():
 
     assert make_options([]).view_as(StandardOptions).runner == DEFAULT_LOCAL_RUNNER
     assert make_options(["--runner", "DirectRunner"]).view_as(StandardOptions).runner == "DirectRunner"
+
+
+def test_help_lists_beam_gbif_options(capsys):
+    from pipelines.gbif_media import run
+
+    assert run(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--query", "--label_field", "--split_streams_by", "--nb_samples", "--licenses", "--max_concurrency"):
+        assert flag in text

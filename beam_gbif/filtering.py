@@ -54,7 +54,12 @@ class DeduplicateUrls(beam.PTransform):
 
 
 class FilterMedia(beam.PTransform):
-    """Licence filter (when ``licenses`` is given), then URL de-duplication."""
+    """Licence filter (when ``licenses`` is given), then URL de-duplication.
+
+    The GBIF sources already apply the licence filter (media_items.media_records), because
+    their one-media-per-occurrence pick must choose among usable licences only; here it is
+    the guarantee for every source (a URL list included), a set lookup per record.
+    """
 
     def __init__(self, licenses: Iterable[str] = ()):
         super().__init__()

@@ -186,7 +186,7 @@ class GbifMediaOptions(PipelineOptions):
 
 
 _ALIASES = {"--label": "--label_field"}
-_BARE_BOOLEANS = ("--dry_run",)
+_DRY_RUN = "--dry_run"
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:
@@ -204,7 +204,7 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
         name, sep, value = arg.partition("=")
         if name in _ALIASES:
             arg = _ALIASES[name] + (sep + value if sep else "")
-        elif name in _BARE_BOOLEANS:
+        elif name == _DRY_RUN:
             if not sep and index < len(args) and _is_bool_text(args[index]):
                 value, sep = args[index], "="
                 index += 1
@@ -224,10 +224,6 @@ def _is_bool_text(text: str) -> bool:
     except argparse.ArgumentTypeError:
         return False
     return not text.startswith("-") and text != ""
-
-
-def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
-    return PipelineOptions(normalize_argv(list(argv)))
 
 
 def is_dry_run(options: PipelineOptions) -> bool:

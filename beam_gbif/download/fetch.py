@@ -13,6 +13,7 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import hashlib
 import logging
 import random
 import time
@@ -78,13 +79,14 @@ class DownloadSettings:
 
 
 class Failure(Exception):
-    def __init__(self, status: str, message: str, retryable: bool = False, retry_after: float | None = None) -> None:
+    def __init__(self, status: str, message: str, retryable: bool = False, retry_after: float | None = None,
+                 attempts: int = 0) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
-        self.attempts = 0
+        self.attempts = attempts
 
 
 def relative_folder(record: MediaRecord) -> str:
@@ -187,13 +189,11 @@ class _Engine:
         rel = f"{folder}/{record.basename}.{ext}"
         try:
             sha = await self._run(self._write, rel, body, mime)
-        except (OSError, StoreError, Exception) as exc:  # noqa: B014 - any store error is a write failure
+        except Exception as exc:  # noqa: BLE001 - any store error is a write failure
             return _failed(record, Status.FAILED_WRITE, f"cannot write {self.store.uri(rel)}: {exc}"), attempts
         return record.replace(status=Status.DOWNLOADED, path=rel, bytes=len(body), sha256=sha, content_type=mime, error=""), attempts
 
     def _write(self, rel: str, body: bytes, mime: str) -> str:
-        import hashlib
-
         sha = hashlib.sha256(body).hexdigest()
         self.store.write_atomic(rel, body, mime, {"sha256": sha})
         return sha
@@ -211,8 +211,8 @@ class _Engine:
             wait = breaker.wait_time()
             if wait:
                 if time.monotonic() + wait > deadline:
-                    raise _with_attempts(Failure(Status.FAILED_CONNECTION, f"host {url_host(record.url)} keeps failing: circuit open "
-                                                 f"for {wait:.0f} s more"), attempt - 1)
+                    message = f"host {url_host(record.url)} keeps failing: circuit open for {wait:.0f} s more"
+                    raise Failure(Status.FAILED_CONNECTION, message, attempts=attempt - 1)
                 await asyncio.sleep(wait)
             await gate.rate.wait()
             try:
@@ -292,11 +292,6 @@ class _Engine:
                     raise Failure(Status.FAILED_NOT_MEDIA, f"{exc} (server said {response.content_type or 'no type'})") from None
                 return body, ext, mime
         raise Failure(Status.FAILED_HTTP, f"more than {s.max_redirects} redirects")
-
-
-def _with_attempts(failure: Failure, attempts: int) -> Failure:
-    failure.attempts = attempts
-    return failure
 
 
 def _failed(record: MediaRecord, status: str, error: str) -> MediaRecord:
@@ -407,12 +402,10 @@ class DownloadMedia(beam.PTransform):
     a file already there (any extension) is SKIPPED_EXISTING without a request.
     """
 
-    def __init__(self, output: str, *, max_concurrency: int = 256, per_host_concurrency: int = 16, per_host_rate: float = 0.0,
-                 max_retries: int = 3, timeout: float = 60.0, max_bytes: int = 50 * 1024 * 1024, allow_private_hosts: bool = False,
-                 user_agent: str | None = None, address_policy: AddressPolicy | None = None, backoff_base: float = 0.5,
-                 backoff_max: float = 30.0, session_per_bundle: bool = False, write_threads: int = 32, fsync: bool = True,
-                 progress_interval: float = 30.0, circuit_threshold: int = 8, circuit_cooldown: float = 2.0,
-                 circuit_max_cooldown: float = 60.0) -> None:
+    def __init__(self, output: str, *, allow_private_hosts: bool = False, user_agent: str | None = None,
+                 address_policy: AddressPolicy | None = None, **settings: Any) -> None:
+        """``settings``: fields of ``DownloadSettings`` (max_concurrency, per_host_concurrency, per_host_rate, max_retries,
+        timeout, max_bytes, backoff_*, session_per_bundle, write_threads, fsync, progress_interval, circuit_*), with its defaults."""
         super().__init__()
         if not output:
             raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
@@ -420,12 +413,7 @@ class DownloadMedia(beam.PTransform):
             self.output = store_for(output).root
         except StoreError as exc:
             raise OptionError(f"--output: {exc}") from None
-        self.settings = DownloadSettings(
-            max_concurrency=max_concurrency, per_host_concurrency=per_host_concurrency, per_host_rate=per_host_rate,
-            max_retries=max_retries, timeout=timeout, max_bytes=max_bytes, user_agent=user_agent or DEFAULT_USER_AGENT,
-            backoff_base=backoff_base, backoff_max=backoff_max, session_per_bundle=session_per_bundle, write_threads=write_threads,
-            fsync=fsync, progress_interval=progress_interval, circuit_threshold=circuit_threshold, circuit_cooldown=circuit_cooldown,
-            circuit_max_cooldown=circuit_max_cooldown)
+        self.settings = DownloadSettings(user_agent=user_agent or DEFAULT_USER_AGENT, **settings)
         self.settings.validate()
         self.policy = address_policy or policy_for(allow_private_hosts)
 

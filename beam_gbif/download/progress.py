@@ -47,9 +47,9 @@ class DownloadProgress:
         if attempts:
             self._inc("media_http_attempts", attempts)
 
-    def maybe_log(self, force: bool = False) -> None:
+    def maybe_log(self) -> None:
         now = time.monotonic()
-        if not force and now - self.last_log < self.interval:
+        if now - self.last_log < self.interval:
             return
         self.last_log = now
         elapsed = max(now - self.started, 1e-9)

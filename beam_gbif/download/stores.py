@@ -46,9 +46,6 @@ class Store:
 
     root: str
 
-    def exists(self, rel: str) -> bool:
-        raise NotImplementedError
-
     def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
         raise NotImplementedError
 
@@ -94,9 +91,6 @@ class LocalStore(Store):
     def _path(self, rel: str) -> str:
         clean = _clean_rel(rel)
         return os.path.join(self.root, *clean.split("/")) if clean else self.root
-
-    def exists(self, rel: str) -> bool:
-        return os.path.isfile(self._path(rel))
 
     def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
         final = self._path(rel)
@@ -205,9 +199,6 @@ class GcsStore(Store):
     def _key(self, rel: str) -> str:
         clean = _clean_rel(rel)
         return "/".join(p for p in (self.prefix, clean) if p)
-
-    def exists(self, rel: str) -> bool:
-        return self.bucket().blob(self._key(rel)).exists()
 
     def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
         from google.api_core.exceptions import PreconditionFailed

@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from beam_gbif.download.sniff import MIME_BY_EXT
 from beam_gbif.testing.serving import AppThread
 
 # 1×1 images written by Pillow once, embedded so the package needs no imaging library.
@@ -61,7 +62,6 @@ _TIFF_1PX = bytes.fromhex(
     "000000080008000800783c1e"
 )
 
-CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp", "tif": "image/tiff", "bmp": "image/bmp"}
 DEFAULT_IMAGE_BYTES = 12_000
 
 
@@ -224,7 +224,7 @@ class MediaServer:
     def _image(self, request: web.Request, ext: str = "jpg", content_type: str | None = None) -> web.Response:
         size = int(request.query.get("bytes", self.image_size))
         data = image_bytes(request.match_info["name"], ext, size)
-        return web.Response(body=data, content_type=content_type or CONTENT_TYPES[ext])
+        return web.Response(body=data, content_type=content_type or MIME_BY_EXT[ext])
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         return self._image(request, request.match_info["ext"])
@@ -345,10 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     parser.add_argument("--image_bytes", type=int, default=DEFAULT_IMAGE_BYTES)
     args = parser.parse_args(argv)
-    server = MediaServer(latency=args.latency, image_size=args.image_bytes, port=args.port)
-    app = server.make_app()
-    print(f"media server on http://127.0.0.1:{args.port}", flush=True)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, backlog=4096)
+    with MediaServer(latency=args.latency, image_size=args.image_bytes, port=args.port) as server:
+        print(f"media server on {server.base_url}", flush=True)  # the bound port, also when --port is 0
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

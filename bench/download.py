@@ -23,11 +23,16 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV, free_port  # noqa: E402
+
 NO_NETWORK_ENV = {
-    "NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9",
+    **NO_METADATA_ENV,
     "NO_ALBUMENTATIONS_UPDATE": "1",  # img2dataset imports albumentations, which otherwise asks PyPI for updates
     "WANDB_MODE": "disabled", "HTTP_PROXY": "", "HTTPS_PROXY": "", "http_proxy": "", "https_proxy": "", "NO_PROXY": "*",
 }
@@ -150,9 +155,6 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **NO_NETWORK_ENV, "PYTHONPATH": str(PROJECT)}
 
-    sys.path.insert(0, str(PROJECT))
-    from beam_gbif.testing.gcs_emulator import free_port
-
     port = free_port()
     server_log = open(workdir / "media-server.log", "wb")
     server = subprocess.Popen([sys.executable, "-m", "beam_gbif.testing.media_server", "--port", str(port), "--latency", str(args.latency),
@@ -170,9 +172,9 @@ def main() -> None:
             folder.mkdir(parents=True)
             return folder
 
-        def measure(name: str, cmd_for: object, python: str = sys.executable, note: str = "") -> None:
+        def measure(name: str, cmd_for: Callable[[Path], list[str]], python: str = sys.executable, note: str = "") -> None:
             out = fresh(name)
-            cmd = [python, *cmd_for(out)]  # type: ignore[operator]
+            cmd = [python, *cmd_for(out)]
             print(f"running {name} ...", flush=True)
             log = workdir / (re.sub(r"[^A-Za-z0-9.-]+", "_", name) + ".log")
             seconds, rss, code = run_measured(cmd, env, args.timeout, log)
@@ -184,6 +186,15 @@ def main() -> None:
                 note = (note + f"; exit {code}, see {log}").lstrip("; ")
             rows.append((name, seconds, rss, files, note))
             print(f"  {name}: {seconds:.1f} s, {files} files, {files / seconds:.0f} files/s, peak RSS {rss:.0f} MB {note}", flush=True)
+
+        def measure_installed(name: str, venv: str, requirement: str, cmd_for: Callable[[Path, Path], list[str]], note: str) -> None:
+            """``measure`` with the tool's own venv (``cmd_for(python, out)``); a failed install is a row saying why."""
+            python, why = ensure_venv(workdir, venv, requirement)
+            if python is None:
+                rows.append((name, 0, 0, 0, why))
+                print(f"  {name}:", why)
+                return
+            measure(name, lambda out: cmd_for(python, out), python=str(python), note=note)
 
         c = str(args.concurrency)
         if "raw" not in skip:
@@ -200,25 +211,15 @@ def main() -> None:
             measure("beam-gbif, session/bundle", lambda out: ["-c", BEAM_GBIF, str(urls_file), str(out), c, "1", "1"],
                     note="aiohttp session per bundle")
         if "gbif-dl" not in skip:
-            python, why = ensure_venv(workdir, "gbifdl", "gbif-dl==0.1.1")
-            if python is None:
-                rows.append(("gbif-dl 0.1.1", 0, 0, 0, why))
-                print("  gbif-dl:", why)
-            else:
-                measure("gbif-dl 0.1.1", lambda out: ["-c", GBIF_DL, str(urls_file), str(out)], python=str(python),
-                        note="dl_async.download defaults (128 connections)")
+            measure_installed("gbif-dl 0.1.1", "gbifdl", "gbif-dl==0.1.1", lambda python, out: ["-c", GBIF_DL, str(urls_file), str(out)],
+                              note="dl_async.download defaults (128 connections)")
         if "img2dataset" not in skip:
-            python, why = ensure_venv(workdir, "img2dataset", "img2dataset")
-            if python is None:
-                rows.append(("img2dataset", 0, 0, 0, why))
-                print("  img2dataset:", why)
-            else:
-                script = str(Path(python).parent / "img2dataset")
-                measure("img2dataset", lambda out: [script, "--url_list", str(urls_file), "--input_format", "txt",
-                                                    "--output_format", "files", "--output_folder", str(out), "--resize_mode", "no",
-                                                    "--processes_count", "2", "--thread_count", c, "--timeout", "10", "--retries", "0",
-                                                    "--enable_wandb", "False", "--number_sample_per_shard", "10000"],
-                        python=str(python), note=f"files, no resize, 2 processes × {c} threads")
+            measure_installed("img2dataset", "img2dataset", "img2dataset",
+                              lambda python, out: [str(python.parent / "img2dataset"), "--url_list", str(urls_file),
+                                                   "--input_format", "txt", "--output_format", "files", "--output_folder", str(out),
+                                                   "--resize_mode", "no", "--processes_count", "2", "--thread_count", c, "--timeout", "10",
+                                                   "--retries", "0", "--enable_wandb", "False", "--number_sample_per_shard", "10000"],
+                              note=f"files, no resize, 2 processes × {c} threads")
     finally:
         server.terminate()
         server.wait(10)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.download.safety import AllowOnly
 from beam_gbif.options import OptionError
 from beam_gbif.records import MediaRecord, Status
+from beam_gbif.stats import metric_counters
+from beam_gbif.testing.gcs_emulator import free_port
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
 LOOPBACK_ONLY = AllowOnly(["127.0.0.1"])
@@ -35,8 +35,7 @@ def run_download(records: list[MediaRecord], transform: DownloadMedia, tmp_path:
     result.wait_until_finish()
     rows = [MediaRecord.from_dict(json.loads(line)) for line in results_file.read_text().splitlines() if line]
     results_file.unlink()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("beam_gbif"))["counters"]}
-    return rows, counters
+    return rows, metric_counters(result)
 
 
 def record(url: str, key: int = 1, label: str = "sp", split: str = "", media_type: str = "StillImage") -> MediaRecord:
@@ -45,12 +44,6 @@ def record(url: str, key: int = 1, label: str = "sp", split: str = "", media_typ
 
 def dataset_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +87,7 @@ def fault_suite(media, tmp_path_factory):
     out = tmp_path_factory.mktemp("faults")
     urls = {name: media.fault_url(path) for name, (path, _) in FAULT_CASES.items()}
     urls["redirect_to_other_loopback"] = media.fault_url(f"redirect_to?location=http://127.0.0.2:{media.port}/media/other.jpg")
-    urls["connection_refused"] = f"http://127.0.0.1:{closed_port()}/media/refused.jpg"
+    urls["connection_refused"] = f"http://127.0.0.1:{free_port()}/media/refused.jpg"  # nothing listens there
     urls["not_a_url"] = "not a url"
     urls["ftp_scheme"] = "ftp://127.0.0.1/media/x.jpg"
     records = [record(url, key=i, label=name) for i, (name, url) in enumerate(sorted(urls.items()))]

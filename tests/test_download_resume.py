@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from beam_gbif.records import MediaRecord
+from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -21,11 +22,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 JOB = """
 import json, sys
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.download.safety import AllowOnly
 from beam_gbif.records import MediaRecord
+from beam_gbif.stats import metric_counters
 
 records_file, output, counters_file = sys.argv[1:4]
 records = [MediaRecord.from_dict(row) for row in json.load(open(records_file))]
@@ -34,8 +35,7 @@ pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
  | DownloadMedia(output, address_policy=AllowOnly(["127.0.0.1"]), max_concurrency=8, per_host_concurrency=8, max_retries=0))
 result = pipeline.run()
 result.wait_until_finish()
-counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("beam_gbif"))["counters"]}
-json.dump(counters, open(counters_file, "w"))
+json.dump(metric_counters(result), open(counters_file, "w"))
 """
 
 
@@ -43,8 +43,7 @@ def start_job(tmp_path: Path, records_file: Path, output: Path) -> tuple[subproc
     script = tmp_path / "job.py"
     script.write_text(JOB)
     counters = tmp_path / f"counters-{time.monotonic_ns()}.json"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9",
-           "GCE_METADATA_IP": "127.0.0.1:9"}
+    env = {**os.environ, **NO_METADATA_ENV, "PYTHONPATH": str(PROJECT)}
     process = subprocess.Popen([sys.executable, str(script), str(records_file), str(output), str(counters)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     return process, counters

@@ -9,13 +9,13 @@ import time
 
 import apache_beam as beam
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.download.safety import AllowOnly
 from beam_gbif.download.stores import GcsStore, store_for
 from beam_gbif.records import MediaRecord, Status
+from beam_gbif.stats import metric_counters
 from beam_gbif.testing.gcs_emulator import GcsEmulator
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
@@ -61,8 +61,7 @@ def run(records, transform, tmp_path):
      | beam.io.WriteToText(str(out), shard_name_template=""))
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("beam_gbif"))["counters"]}
-    return [MediaRecord.from_dict(json.loads(line)) for line in out.read_text().splitlines()], counters
+    return [MediaRecord.from_dict(json.loads(line)) for line in out.read_text().splitlines()], metric_counters(result)
 
 
 @pytest.mark.timeout(120)

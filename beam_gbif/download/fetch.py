@@ -90,9 +90,9 @@ class Failure(Exception):
 
 
 def relative_folder(record: MediaRecord) -> str:
-    """``[split/]label_dir``, each segment safe even if a record was built by hand."""
-    parts = [safe_label_dir(record.split) if record.split else "", safe_label_dir(record.label_dir or record.label)]
-    return "/".join(p for p in parts if p)
+    """``[split/]label_dir``, each segment safe even if a record was built by hand (label_dir is never empty: see MediaRecord)."""
+    label_dir = safe_label_dir(record.label_dir)
+    return f"{safe_label_dir(record.split)}/{label_dir}" if record.split else label_dir
 
 
 class _Engine:
@@ -171,7 +171,7 @@ class _Engine:
         gate = self.gates.get(key)
         if gate is None:
             shard = key[1]
-            gate = self.gates[key] = ShardGate(int(shard_share(self.settings.per_host_concurrency, self.shards, shard)),
+            gate = self.gates[key] = ShardGate(shard_share(self.settings.per_host_concurrency, self.shards, shard),
                                                self.settings.per_host_rate / self.shards)
         breaker = self.breakers.get(key[0])
         if breaker is None:

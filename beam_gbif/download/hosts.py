@@ -40,9 +40,9 @@ def host_shard_key(url: str, shards: int) -> tuple[str, int]:
     return url_host(url), shard_of(url, shards)
 
 
-def shard_share(total: float, shards: int, shard: int) -> float:
+def shard_share(total: int, shards: int, shard: int) -> int:
     """This shard's part of a per-host integer limit (the parts sum exactly to ``total``)."""
-    base, extra = divmod(int(total), shards)
+    base, extra = divmod(total, shards)
     return base + (1 if shard < extra else 0)
 
 

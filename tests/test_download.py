@@ -269,10 +269,14 @@ def test_output_that_is_a_file_is_a_clear_error(tmp_path):
         DownloadMedia(str(target))
 
 
-@pytest.mark.parametrize("kwargs, flag", [({"max_concurrency": 0}, "--max_concurrency"), ({"timeout": 0}, "--timeout"),
-                                          ({"max_retries": -1}, "--max_retries"), ({"max_bytes": 0}, "--max_bytes")])
-def test_bad_settings_name_the_flag(tmp_path, kwargs, flag):
-    with pytest.raises(OptionError, match=flag):
+@pytest.mark.parametrize("kwargs, message", [({"max_concurrency": 0}, "--max_concurrency must be at least 1, got 0"),
+                                             ({"per_host_concurrency": 0}, "--per_host_concurrency must be at least 1, got 0"),
+                                             ({"per_host_rate": -1}, "--per_host_rate must be at least 0, got -1"),
+                                             ({"max_retries": -1}, "--max_retries must be at least 0, got -1"),
+                                             ({"timeout": 0}, "--timeout must be positive, got 0"),
+                                             ({"max_bytes": 0}, "--max_bytes must be positive, got 0")])
+def test_bad_settings_name_the_flag(tmp_path, kwargs, message):
+    with pytest.raises(OptionError, match=message):
         DownloadMedia(str(tmp_path), **kwargs)
 
 

@@ -64,13 +64,13 @@ class DownloadSettings:
     circuit_max_cooldown: float = 60.0
 
     def validate(self) -> None:
-        checks = [("--max_concurrency", self.max_concurrency >= 1), ("--per_host_concurrency", self.per_host_concurrency >= 1),
-                  ("--per_host_rate", self.per_host_rate >= 0), ("--max_retries", self.max_retries >= 0),
-                  ("--timeout", self.timeout > 0), ("--max_bytes", self.max_bytes > 0)]
-        for flag, ok in checks:
-            if not ok:
-                value = getattr(self, flag[2:])
-                raise OptionError(f"{flag} must be {'at least 1' if flag.endswith('concurrency') else 'positive'}, got {value!r}")
+        checks = [("max_concurrency", "at least 1", lambda v: v >= 1), ("per_host_concurrency", "at least 1", lambda v: v >= 1),
+                  ("per_host_rate", "at least 0", lambda v: v >= 0), ("max_retries", "at least 0", lambda v: v >= 0),
+                  ("timeout", "positive", lambda v: v > 0), ("max_bytes", "positive", lambda v: v > 0)]
+        for name, requirement, ok in checks:
+            value = getattr(self, name)
+            if not ok(value):
+                raise OptionError(f"--{name} must be {requirement}, got {value!r}")
 
     @property
     def record_budget(self) -> float:

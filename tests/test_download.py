@@ -11,6 +11,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.download.safety import AllowOnly
 from beam_gbif.options import OptionError
@@ -208,8 +209,10 @@ def test_loopback_refused_without_allow_private_hosts_and_never_contacted(media,
 
 
 def test_allow_private_hosts_allows_loopback(media, tmp_path):
+    media.reset_hits()
     results, _ = run_download([record(media.url("allowed"))], DownloadMedia(str(tmp_path / "ds"), allow_private_hosts=True), tmp_path)
     assert results[0].status == Status.DOWNLOADED
+    assert media.user_agents == {DEFAULT_USER_AGENT: 1}, "the project's one default User-Agent"
 
 
 def test_from_options_user_agent_and_limits(media, tmp_path):

@@ -14,7 +14,6 @@ import collections
 import dataclasses
 import functools
 import hashlib
-import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
 from yarl import URL
 
+from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.download.hosts import CircuitBreaker, ShardGate, host_shard_key, host_shards, shard_share, url_host
 from beam_gbif.download.progress import DownloadProgress
 from beam_gbif.download.safety import AddressPolicy, CheckedResolver, RefusedAddress, check_host, policy_for
@@ -34,8 +34,6 @@ from beam_gbif.gbif.client import parse_retry_after
 from beam_gbif.options import OptionError
 from beam_gbif.records import MediaRecord, Status, safe_label_dir
 
-LOG = logging.getLogger("beam_gbif.download")
-DEFAULT_USER_AGENT = "beam-gbif (+https://github.com/beam-gbif/beam-gbif)"
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_HTTP = frozenset({408, 425, 429})
 

@@ -257,7 +257,7 @@ class MediaServer:
         return self._image(request, content_type="text/plain")
 
     async def _truncated(self, request: web.Request) -> web.StreamResponse:
-        data = image_bytes(request.match_info["name"], "jpg", self.image_size)
+        data = self.body(request.match_info["name"])
         response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
         response.content_length = len(data)
         await response.prepare(request)
@@ -267,7 +267,7 @@ class MediaServer:
         raise asyncio.CancelledError  # stop aiohttp from finishing the response
 
     async def _reset(self, request: web.Request) -> web.StreamResponse:
-        data = image_bytes(request.match_info["name"], "jpg", self.image_size)
+        data = self.body(request.match_info["name"])
         response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -284,7 +284,7 @@ class MediaServer:
         return self._image(request)
 
     async def _slow_body(self, request: web.Request) -> web.StreamResponse:
-        data = image_bytes(request.match_info["name"], "jpg", self.image_size)
+        data = self.body(request.match_info["name"])
         seconds = float(request.match_info["seconds"])
         response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
         response.content_length = len(data)

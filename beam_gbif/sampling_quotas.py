@@ -74,26 +74,17 @@ def _tie_key(stream: Stream, seed: int) -> tuple[int, Stream]:
 
 def _water_filling(bounds: dict[Stream, int], total: int, seed: int) -> dict[Stream, int]:
     """quota_i = min(bound_i, t) for the largest level t with Σ quota ≤ total, plus leftovers."""
-    if total >= sum(bounds.values()):
+    level = water_level(bounds.values(), total)
+    if level is None:
         return dict(bounds)
-    # Fill the smallest streams completely while an equal share of what is left still exceeds
-    # them; the rest all get the same level t.
-    ascending = sorted(bounds.items(), key=lambda item: item[1])
-    remaining, unfilled = total, len(ascending)
-    quotas: dict[Stream, int] = {}
-    index = 0
-    while index < len(ascending) and ascending[index][1] * unfilled <= remaining:
-        stream, bound = ascending[index]
-        quotas[stream] = bound
-        remaining -= bound
-        unfilled -= 1
-        index += 1
-    level, leftover = divmod(remaining, unfilled)
-    rest = [stream for stream, _ in ascending[index:]]
-    # Every stream in ``rest`` has bound > level, so one extra unit never exceeds its bound.
+    quotas = {stream: min(bound, level) for stream, bound in bounds.items()}
+    leftover = total - sum(quotas.values())
+    # The leftover units go one each to streams above the level (so never beyond a bound),
+    # in a seeded order; fewer of them than there are such streams, by the choice of t.
+    rest = [stream for stream, bound in bounds.items() if bound > level]
     extra = set(heapq.nsmallest(leftover, rest, key=lambda stream: _tie_key(stream, seed))) if leftover else set()
-    for stream in rest:
-        quotas[stream] = level + (1 if stream in extra else 0)
+    for stream in extra:
+        quotas[stream] += 1
     return quotas
 
 

@@ -161,16 +161,17 @@ class GbifClient:
     def get_json(self, path: str, params: Params | None = None) -> Any:
         """GET ``path`` and decode its JSON body, with retries (see the module docstring)."""
         url = self.url(path)
+        full_url = _with_params(url, params)
 
         def attempt() -> Any:
             response = self.session.get(url, params=params, timeout=self.timeout)
-            self._check(response, _with_params(url, params))
+            self._check(response, full_url)
             try:
                 return response.json()
             except ValueError:
                 raise _Retryable("the body is not valid JSON", response.status_code, response.text[:_BODY_SNIPPET]) from None
 
-        return self._with_retries(_with_params(url, params), attempt)
+        return self._with_retries(full_url, attempt)
 
     def search(self, params: Params) -> dict[str, Any]:
         """One ``occurrence/search`` page (or count/facets with ``limit=0``)."""
@@ -259,18 +260,15 @@ class GbifClient:
             try:
                 with semaphore:
                     return attempt()
-            except GbifApiError:
-                raise
             except (_Retryable, *_RETRYABLE_ERRORS) as exc:
-                status = exc.status if isinstance(exc, _Retryable) else None
-                body = exc.body if isinstance(exc, _Retryable) else ""
-                description = str(exc) if isinstance(exc, _Retryable) else f"{type(exc).__name__}: {exc}"
+                retry = exc if isinstance(exc, _Retryable) else _Retryable(f"{type(exc).__name__}: {exc}")
                 if number == self.max_retries:
                     tries = self.max_retries + 1
-                    raise GbifApiError(f"GBIF API request failed after {tries} attempt(s): {description} for {url}"
-                                       + (f": {body.strip()}" if body.strip() else ""), url=url, status=status, body=body) from exc
-                delay = self._delay(number, exc.retry_after if isinstance(exc, _Retryable) else None)
-                _log.warning("GBIF API %s for %s; retry %d/%d in %.1f s", description, url, number + 1, self.max_retries, delay)
+                    body = retry.body.strip()
+                    raise GbifApiError(f"GBIF API request failed after {tries} attempt(s): {retry} for {url}"
+                                       + (f": {body}" if body else ""), url=url, status=retry.status, body=retry.body) from exc
+                delay = self._delay(number, retry.retry_after)
+                _log.warning("GBIF API %s for %s; retry %d/%d in %.1f s", retry, url, number + 1, self.max_retries, delay)
                 self.retries += 1
                 self._sleep(delay)
         raise AssertionError("unreachable")

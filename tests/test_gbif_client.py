@@ -54,10 +54,13 @@ def test_429_with_retry_after_then_success(fresh):
     assert sleeps == [7.0, 7.0] and client.retries == 2 and len(fresh.search_requests()) == 3
 
 
-def test_retry_after_is_capped_and_parses_http_dates():
+def test_retry_after_is_capped_and_parses_http_dates(fresh):
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= parse_retry_after(later) <= 31
     assert parse_retry_after("nonsense") is None and parse_retry_after("12") == 12.0
+    fresh.inject(status=429, retry_after=1000)
+    client, sleeps = client_for(fresh, retry_after_max=5.0)
+    assert client.count({}) == 200 and sleeps == [5.0]  # a 1000 s Retry-After waits retry_after_max
 
 
 def test_500_then_success_backs_off_with_jitter(fresh):

@@ -5,8 +5,7 @@
     POST /v1/occurrence/download/request          → (basic auth) a new download's key, as text;
          its status is PREPARING, then RUNNING, for ``polls_before_ready`` status reads, then SUCCEEDED
 
-``download_routes(downloads, faults)`` returns a callable for ``FakeGbifApi(extra_routes=[...])``;
-``FakeDownloadServer`` serves the same routes on its own (127.0.0.1, a free port, a thread).
+``download_routes(downloads, faults)`` returns a callable for ``FakeGbifApi(extra_routes=[...])``.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
-from beam_gbif.testing.serving import AppThread
 
 TRUNCATE = "truncate"  # full Content-Length, half the body, then the connection closes
 SERVER_ERROR = "500"
@@ -154,34 +151,3 @@ def download_routes(
 
     return install
 
-
-class FakeDownloadServer:
-    """The download routes alone on 127.0.0.1, in a background thread; ``api_url`` ends in /v1."""
-
-    def __init__(self, downloads: Iterable[FakeDownload], faults: DownloadFaults | None = None):
-        self.faults = faults if faults is not None else DownloadFaults()
-        self._install = download_routes(downloads, self.faults)
-        self._server = AppThread(self._make_app, name="fake-gbif-downloads")
-        self._port: int | None = None
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}/v1"
-
-    def _make_app(self) -> web.Application:
-        app = web.Application()
-        self._install(app)
-        return app
-
-    def start(self) -> FakeDownloadServer:
-        self._port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeDownloadServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -150,4 +150,3 @@ def download_routes(
         app.router.add_get("/v1/occurrence/download/{ident:.+}", metadata)
 
     return install
-

@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_gbif.options import GbifMediaOptions, OptionError, source_kind
 from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
 from beam_gbif.sources.url_list import require_shared_path
-from beam_gbif.stats import ComputeStats, finalize_stats, format_summary, join, metric_counters
+from beam_gbif.stats import IN_DATASET, ComputeStats, finalize_stats, format_summary, join, metric_counters
 
 __all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema", "read_attribution"]
 
@@ -43,8 +43,6 @@ OCCURRENCE_URL = "https://www.gbif.org/occurrence/{key}"
 ATTRIBUTION_COLUMNS = (
     "path", "url", "license", "license_code", "rights_holder", "creator", "publisher", "occurrence_url", "dataset_key",
 )
-# Files that are in the dataset (and so need attribution): fetched now, or already there.
-IN_DATASET = frozenset({Status.DOWNLOADED, Status.SKIPPED_EXISTING})
 
 _AVRO_TYPES = {str: "string", int: "long", float: "double", bool: "boolean"}
 

@@ -19,7 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_gbif.records import MediaRecord, Status
 
 STATS_FILE = "stats.json"
-_IN_DATASET = (Status.DOWNLOADED, Status.SKIPPED_EXISTING)
+# Files that are in the dataset (and so count as files and need attribution): fetched now, or already there.
+IN_DATASET = frozenset({Status.DOWNLOADED, Status.SKIPPED_EXISTING})
 _BREAKDOWNS = ("by_status", "by_split", "by_label", "by_license", "by_source")
 
 
@@ -38,14 +39,13 @@ class StatsCombineFn(beam.CombineFn):
         return Counter()
 
     def add_input(self, accumulator: Counter, record: MediaRecord) -> Counter:
-        in_dataset = record.status in _IN_DATASET
         accumulator["records"] += 1
         accumulator[("by_status", record.status or "NOT_DOWNLOADED")] += 1
         accumulator[("by_split", record.split)] += 1
         accumulator[("by_label", record.label)] += 1
         accumulator[("by_license", record.license_code)] += 1
         accumulator[("by_source", record.source)] += 1
-        if in_dataset:
+        if record.status in IN_DATASET:
             accumulator["files"] += 1
             accumulator["bytes"] += record.bytes
             accumulator[("files_by_split_label", record.split, record.label)] += 1

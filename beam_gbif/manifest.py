@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif.options import GbifMediaOptions, OptionError, source_kind
 from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
-from beam_gbif.sources.url_list import require_shared_path
+from beam_gbif.sources.url_list import manifest_pattern, require_shared_path
 from beam_gbif.stats import IN_DATASET, ComputeStats, finalize_stats, format_summary, join, metric_counters
 
 __all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema", "read_attribution"]
@@ -180,7 +180,7 @@ class CarryOverManifest(beam.PTransform):
 
     def __init__(self, earlier_output: str):
         super().__init__()
-        self._pattern = join(earlier_output, MANIFEST_DIR, "*.avro")
+        self._pattern = manifest_pattern(earlier_output)
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         carried = (
@@ -250,7 +250,7 @@ def _download_citations(options: GbifMediaOptions) -> list[dict[str, Any]]:
 
 
 def manifest_paths(output: str) -> list[str]:
-    matches = FileSystems.match([join(output, MANIFEST_DIR, "*.avro")])
+    matches = FileSystems.match([manifest_pattern(output)])
     return sorted(m.path for result in matches for m in result.metadata_list)
 
 

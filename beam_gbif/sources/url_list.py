@@ -229,6 +229,7 @@ def require_shared_path(options: PipelineOptions, flag: str, path: str | None) -
 
 
 def manifest_pattern(output: str) -> str:
+    """The glob of a dataset's manifest shards (manifest.WriteManifest writes them; the retry and carry-over read them)."""
     return FileSystems.join(output.rstrip("/"), "manifest", "*.avro")
 
 

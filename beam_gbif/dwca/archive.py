@@ -38,7 +38,7 @@ from beam_gbif.options import DEFAULT_GBIF_API_URL
 log = logging.getLogger(__name__)
 
 _DOI = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", re.IGNORECASE)
-_DOWNLOAD_KEY = re.compile(r"^\d{7}-\d{15}$")
+DOWNLOAD_KEY = re.compile(r"^\d{7}-\d{15}$")  # what GBIF calls a download key: 0117522-200613084148143
 _EXTRACTED_MARKER = "_EXTRACTED.json"
 _COPY_CHUNK = 1 << 20
 # Small files extracted next to the data for attribution (citations.txt lists every dataset).
@@ -63,7 +63,7 @@ def classify_spec(spec: str) -> tuple[str, str]:
     doi = _DOI.match(text)
     if doi:
         return "doi", doi.group(1)
-    if _DOWNLOAD_KEY.match(text):
+    if DOWNLOAD_KEY.match(text):
         return "key", text
     if text.startswith("gs://"):
         return "path", text

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,13 +19,13 @@ from typing import Any
 
 import requests
 
+from beam_gbif.dwca.archive import DOWNLOAD_KEY
 from beam_gbif.dwca.meta import DwcaError
 from beam_gbif.gbif.client import GbifApiError, GbifClient
 from beam_gbif.options import OptionError
 
 log = logging.getLogger(__name__)
 
-_KEY = re.compile(r"^\d{7}-\d{15}$")
 _FINAL_FAILURES = {"FAILED", "KILLED", "CANCELLED", "FILE_ERASED"}
 
 
@@ -81,7 +80,7 @@ def request_download(client: GbifClient, predicate: dict[str, Any], *, user: str
     if response.status_code >= 300:
         raise DwcaError(f"GBIF download request failed: HTTP {response.status_code}: {response.text[:300].strip()}")
     key = response.text.strip().strip('"')
-    if not _KEY.match(key):
+    if not DOWNLOAD_KEY.match(key):
         raise DwcaError(f"GBIF answered the download request with {key[:100]!r}, not a download key")
     log.info("requested GBIF download %s", key)
     return key

@@ -255,20 +255,13 @@ class _Planner:
     def __init__(self, client: GbifClient, query: Mapping[str, list[str]]) -> None:
         self.client = client
         self.query = {name: list(values) for name, values in query.items()}
-        self.requests = 0
         self.notes: list[str] = []
+        self._requests_before = client.requests_made
 
-    def count(self, params: Mapping[str, list[str]]) -> int:
-        before = self.client.requests_made
-        count = self.client.count(params)
-        self.requests += self.client.requests_made - before
-        return count
-
-    def facet(self, params: Mapping[str, list[str]], field: str) -> dict[str, int]:
-        before = self.client.requests_made
-        counts = self.client.facet_counts(params, field)
-        self.requests += self.client.requests_made - before
-        return counts
+    @property
+    def requests(self) -> int:
+        """Requests (retries included) the client made since planning started."""
+        return self.client.requests_made - self._requests_before
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -282,14 +275,14 @@ class _Planner:
         count in the quotas (``nb_samples=-1`` would otherwise be 0 everywhere).
         """
         if not parameters:
-            return {(): self.count(self.query)}
+            return {(): self.client.count(self.query)}
         values: dict[str, list[str]] = {}
         discovered: dict[str, dict[str, int]] = {}
         for parameter in parameters:
             if parameter in self.query:
                 values[parameter] = list(self.query[parameter])
             else:
-                discovered[parameter] = self.facet(self.query, parameter)
+                discovered[parameter] = self.client.facet_counts(self.query, parameter)
                 values[parameter] = sorted(discovered[parameter])
         if len(parameters) == 1 and parameters[0] in discovered:
             return {(value,): n for value, n in discovered[parameters[0]].items() if n > 0}
@@ -303,7 +296,7 @@ class _Planner:
                             out: dict[Stream, int]) -> None:
         field, rest = fields[0], fields[1:]
         if not rest:
-            found = self.facet(params, field)
+            found = self.client.facet_counts(params, field)
             for value in values[field]:
                 if found.get(value, 0) > 0:
                     out[prefix + (value,)] = found[value]
@@ -321,7 +314,7 @@ class _Planner:
         for field in PARTITION_FIELDS:
             if len(params.get(field, ())) == 1:
                 continue
-            counts = self.facet(params, field)
+            counts = self.client.facet_counts(params, field)
             if len(counts) < 2:
                 continue
             covered = sum(counts.values())

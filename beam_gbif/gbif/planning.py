@@ -384,21 +384,21 @@ def plan_reads(
     planner = _Planner(client, query)
     parameters = [search_parameter_for_field(field) for field in stream_fields]
     planned_fields = tuple(stream_fields)
+    uncountable = ""  # why the streams cannot be counted before reading, if they cannot
     if any(p is None for p in parameters):
         unknown = [f for f, p in zip(stream_fields, parameters, strict=True) if p is None]
-        planner.notes.append(f"split_streams_by field(s) {', '.join(unknown)} are not GBIF search parameters: streams cannot be "
-                             "counted before reading, so every matching occurrence is read and the sampler balances what it gets")
-        _log.warning("read plan: %s", planner.notes[-1])
-        parameters, planned_fields = [], ()
-        nb_samples = nb_samples_per_stream = None
-    try:
-        counts = planner.stream_counts([p for p in parameters if p])
-    except GbifApiError as exc:
-        if exc.status != 400 or not parameters:
-            raise
-        # A search parameter GBIF cannot facet on (e.g. eventDate): same fallback as above.
-        planner.notes.append(f"split_streams_by field(s) {', '.join(stream_fields)} cannot be counted by facets ({exc}); "
-                             "every matching occurrence is read and the sampler balances what it gets")
+        uncountable = (f"split_streams_by field(s) {', '.join(unknown)} are not GBIF search parameters: streams cannot be "
+                       "counted before reading, so ")
+    else:
+        try:
+            counts = planner.stream_counts(parameters)
+        except GbifApiError as exc:
+            if exc.status != 400 or not parameters:
+                raise
+            # A search parameter GBIF cannot facet on (e.g. eventDate).
+            uncountable = f"split_streams_by field(s) {', '.join(stream_fields)} cannot be counted by facets ({exc}); "
+    if uncountable:
+        planner.notes.append(uncountable + "every matching occurrence is read and the sampler balances what it gets")
         _log.warning("read plan: %s", planner.notes[-1])
         parameters, planned_fields = [], ()
         nb_samples = nb_samples_per_stream = None

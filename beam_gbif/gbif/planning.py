@@ -199,12 +199,13 @@ class ReadPlan:
                 continue
             usable_per_occurrence = max(usable / occurrences, 0.05) if occurrences else 1.0
             extra_reads = math.ceil(needed / usable_per_occurrence * (1 + self.margin))
-            added = []
+            added, added_reads = [], 0
             for page in stream.ranked_pages(self.seed):
-                if sum(p.limit for p in added) >= extra_reads:
+                if added_reads >= extra_reads:
                     break
                 if page.page_id not in read_ids:
                     added.append(page)
+                    added_reads += page.limit
             pages.extend(added)
             _log.info("read plan: stream %s has %d usable of %d needed after %d page(s); reading %d more page(s)",
                       stream_label(stream.stream), usable, needed + usable, read_pages, len(added))
@@ -225,7 +226,8 @@ class ReadPlan:
     def describe(self, max_streams: int = 50) -> str:
         """A human-readable plan (for --dry_run): streams, counts, quotas, pages and requests."""
         fields = ",".join(self.stream_fields) or "(none: one stream)"
-        first_round = sum(len(s.first_pages(self.seed)) for s in self.streams)
+        first_pages = {stream.stream: stream.first_pages(self.seed) for stream in self.streams}
+        first_round = sum(len(pages) for pages in first_pages.values())
         lines = [
             f"GBIF read plan: query {self.query}",
             f"  streams by {fields}: {len(self.streams)}; occurrences matching: {sum(s.count for s in self.streams):,}",
@@ -236,7 +238,7 @@ class ReadPlan:
             "  stream | count | quota | occurrences to read | pages | segments",
         ]
         for stream in self.streams[:max_streams]:
-            first = stream.first_pages(self.seed)
+            first = first_pages[stream.stream]
             to_read = sum(page.limit for page in first)
             mode = "all" if to_read >= stream.count else "random pages"
             lines.append(f"  {stream_label(stream.stream)} | {stream.count:,} | {stream.quota:,} | {to_read:,} ({mode}) | "

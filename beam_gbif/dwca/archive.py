@@ -309,6 +309,7 @@ class PreparedArchive:
     multimedia_uri: str
     folder: str
     attribution: dict[str, str] = dataclasses.field(default_factory=dict, hash=False, compare=False)  # member name → uri
+    published: str = ""  # metadata.xml's pubDate, for the citation when GBIF's metadata gives no creation date
 
     @property
     def core(self) -> DwcaFile:
@@ -421,11 +422,10 @@ def prepare_archive(
             log.warning("cached archive %s is damaged (%s): fetching it again", resolved.zip_uri, exc)
             resolved = resolve_archive(spec, cache_root=root, client=client, force_download=True)
             meta, files, attribution = _extract(resolved.zip_uri, folder, resolved.zip_uri)
-        if not (resolved.doi and resolved.key) and "metadata.xml" in attribution:
-            # A user's own zip of a GBIF download still names its DOI and key in metadata.xml.
-            facts = _metadata_xml_facts(_read_bytes(attribution["metadata.xml"]))
-            resolved = dataclasses.replace(resolved, doi=resolved.doi or facts.get("doi", ""), key=resolved.key or facts.get("key", ""))
-        prepared = PreparedArchive(resolved, meta, files["core"], files["multimedia"], folder, attribution)
+        facts = _metadata_xml_facts(_read_bytes(attribution["metadata.xml"])) if "metadata.xml" in attribution else {}
+        # A user's own zip of a GBIF download still names its DOI and key in metadata.xml.
+        resolved = dataclasses.replace(resolved, doi=resolved.doi or facts.get("doi", ""), key=resolved.key or facts.get("key", ""))
+        prepared = PreparedArchive(resolved, meta, files["core"], files["multimedia"], folder, attribution, facts.get("date", ""))
         _prepared[memo_key] = prepared
         return prepared
 
@@ -440,14 +440,13 @@ def forget_prepared_archives() -> None:
 
 
 def _metadata_xml_facts(xml: bytes) -> dict[str, str]:
-    """DOI (packageId), key (alternateIdentifier), publication date and title from the archive's metadata.xml."""
+    """DOI (packageId), key (alternateIdentifier) and publication date from the archive's metadata.xml."""
     text = xml.decode("utf-8", errors="replace")
     facts = {}
     for name, pattern in (
         ("doi", r'packageId="([^"]+)"'),
         ("key", r"<alternateIdentifier>\s*([^<]+?)\s*</alternateIdentifier>"),
         ("date", r"<pubDate>\s*([^<]+?)\s*</pubDate>"),
-        ("title", r"<title>\s*([^<]+?)\s*</title>"),
     ):
         match = re.search(pattern, text)
         if match:
@@ -471,12 +470,8 @@ def citation_of(prepared: PreparedArchive) -> dict[str, Any]:
     (one line per constituent dataset).
     """
     metadata = prepared.archive.metadata
-    facts: dict[str, str] = {}
-    if "metadata.xml" in prepared.attribution:
-        facts = _metadata_xml_facts(_read_bytes(prepared.attribution["metadata.xml"]))
-    doi = prepared.archive.doi or facts.get("doi", "")
-    key = prepared.archive.key or facts.get("key", "")
-    date = _citation_date(str(metadata.get("created") or facts.get("date") or ""))
+    doi, key = prepared.archive.doi, prepared.archive.key  # a user's own zip: from its metadata.xml (prepare_archive)
+    date = _citation_date(str(metadata.get("created") or prepared.published))
     citation = ""
     if doi:
         citation = f"GBIF.org ({date}) GBIF Occurrence Download https://doi.org/{doi}" if date else f"GBIF Occurrence Download https://doi.org/{doi}"

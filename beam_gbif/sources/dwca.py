@@ -39,12 +39,16 @@ _OCCURRENCE = b"o"
 _MEDIA = b"m"
 
 
-class _ParseOccurrences(beam.DoFn):
-    """A core row → ``(gbifID, b"o" + projected values)``; rows with too few columns are counted and skipped."""
+class _ParseRows(beam.DoFn):
+    """A row → ``(gbifID, tag + packed projected values)``; rows with too few columns are counted and skipped.
 
-    def __init__(self, columns: Projection):
+    Core rows are all kept (tag ``b"o"``); _ParseMedia keeps only the wanted media.
+    """
+
+    def __init__(self, columns: Projection, tag: bytes, malformed_counter: str):
         self._columns = columns
-        self._malformed = Metrics.counter(METRICS_NAMESPACE, MALFORMED_OCCURRENCE_ROWS)
+        self._tag = tag
+        self._malformed = Metrics.counter(METRICS_NAMESPACE, malformed_counter)
 
     def process(self, line: bytes) -> Iterable[tuple[str, bytes]]:
         parsed = self._columns.parse(line)
@@ -52,10 +56,14 @@ class _ParseOccurrences(beam.DoFn):
             self._malformed.inc()
             return
         row_id, values = parsed
-        yield row_id, _OCCURRENCE + self._columns.pack(values)
+        if self._keep(values):
+            yield row_id, self._tag + self._columns.pack(values)
+
+    def _keep(self, values: tuple[str, ...]) -> bool:
+        return True
 
 
-class _ParseMedia(beam.DoFn):
+class _ParseMedia(_ParseRows):
     """A multimedia row → ``(gbifID, b"m" + values)`` when it is of the wanted type and has a URL.
 
     Filtering here, before the join, keeps sounds and URL-less rows out of the shuffle; the
@@ -63,25 +71,20 @@ class _ParseMedia(beam.DoFn):
     """
 
     def __init__(self, columns: Projection, media_type: str):
-        self._columns = columns
+        super().__init__(columns, _MEDIA, MALFORMED_MULTIMEDIA_ROWS)
         self._media_type = media_type
-        self._malformed = Metrics.counter(METRICS_NAMESPACE, MALFORMED_MULTIMEDIA_ROWS)
         self._other_type = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_OTHER_TYPE)
         self._no_url = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_NO_URL)
 
-    def process(self, line: bytes) -> Iterable[tuple[str, bytes]]:
-        parsed = self._columns.parse(line)
-        if parsed is None:
-            self._malformed.inc()
-            return
-        row_id, values = parsed
+    def _keep(self, values: tuple[str, ...]) -> bool:
         item = self._columns.as_dict(values)
         if media_type_of(item) != self._media_type:
             self._other_type.inc()
-        elif not item["identifier"]:
+            return False
+        if not item["identifier"]:
             self._no_url.inc()
-        else:
-            yield row_id, _MEDIA + self._columns.pack(values)
+            return False
+        return True
 
 
 class _BuildRecords(beam.DoFn):
@@ -191,10 +194,11 @@ class ReadDwcaMedia(beam.PTransform):
         required = (self._label_field, *self._stream_fields)
         occurrence_columns = projection(core, needed, required=required, archive_name=name)
         media_columns = projection(multimedia, MEDIA_COLUMNS, required=("identifier",), archive_name=name)
+        parse_occurrences = _ParseRows(occurrence_columns, _OCCURRENCE, MALFORMED_OCCURRENCE_ROWS)
         occurrences = (
             pbegin
             | "ReadOccurrences" >> _read_lines(prepared.core_uri, core.ignore_header_lines)
-            | "ParseOccurrences" >> beam.ParDo(_ParseOccurrences(occurrence_columns)).with_output_types(tuple[str, bytes])
+            | "ParseOccurrences" >> beam.ParDo(parse_occurrences).with_output_types(tuple[str, bytes])
         )
         media = (
             pbegin

@@ -26,8 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(tempfile.gettempdir()) / "beam-gbif-bench-dwca-venv"
-# Subprocesses inherit these: nothing may probe the GCE metadata server from here.
-SAFE_ENV = {"NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9"}
 
 
 def _peak_rss_mb() -> dict[str, float]:
@@ -51,6 +49,7 @@ def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bo
     from beam_gbif.options import GbifMediaOptions, normalize_argv
     from beam_gbif.sampling import SampleStreams
     from beam_gbif.sources.dwca import ReadDwcaMedia
+    from beam_gbif.stats import metric_counters
 
     argv = ["--runner=FnApiRunner", f"--dwca={archive}", f"--dwca_root_path={cache}", "--label=speciesKey",
             "--split_streams_by=datasetKey", "--nb_samples_per_stream=500", "--seed=1", "--output=/tmp/unused"]
@@ -70,9 +69,7 @@ def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bo
     result = pipeline.run()
     result.wait_until_finish()
     finished = time.monotonic()
-    counters: dict[str, int] = {}
-    for counter in result.metrics().query()["counters"]:
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
+    counters = {**metric_counters(result), **metric_counters(result, namespace="bench")}
     return {"seconds": round(finished - started, 1), "extract_seconds": round(prepared_at - started, 1),
             "sampled": counters.get("sampled", 0), "counters": counters, **_peak_rss_mb()}
 
@@ -130,7 +127,9 @@ def _enough_memory(occurrences: int) -> bool:
 
 
 def _run_child(python: str, args: list[str]) -> dict:
-    env = {**os.environ, **SAFE_ENV, "PYTHONPATH": str(ROOT)}
+    from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV  # nothing a child runs may probe the GCE metadata server
+
+    env = {**os.environ, **NO_METADATA_ENV, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([python, __file__, *args], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"child {args[:2]} failed:\n{done.stderr[-4000:]}")

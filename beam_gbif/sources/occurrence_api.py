@@ -237,9 +237,6 @@ class ReadOccurrenceMedia(beam.PTransform):
         names = [field.name for field in dataclasses.fields(ApiReadSettings)]
         return ApiReadSettings(**{name: getattr(self, name) for name in names})
 
-    def client(self) -> GbifClient:
-        return self.settings.client()
-
     def plan(self, client: GbifClient | None = None) -> ReadPlan:
         """The read plan (counts and facet calls only, no pages): what --dry_run prints via ``.describe()``."""
         return self.settings.plan(client)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -117,16 +118,19 @@ class _FetchPagesFn(beam.DoFn):
         self._pages.inc()
         self._occurrences.inc(len(results))
         usable = 0
+        dropped_on_page: Counter = Counter()
         settings = self._settings
         for occurrence in results:
             records, dropped = media_records(occurrence, occurrence.get("media") or [], label_field=settings.label_field,
                                              stream_fields=settings.stream_fields, media_type=settings.media_type, source="api",
                                              licenses=settings.licenses, one_media_seed=settings.one_media_seed)
-            for name, count in dropped.items():
-                self._drop_counter(name).inc(count)
-            self._records.inc(len(records))
+            dropped_on_page.update(dropped)
             usable += len(records)
             yield from records
+        # Counters once per page, not per occurrence.
+        self._records.inc(usable)
+        for name, count in dropped_on_page.items():
+            self._drop_counter(name).inc(count)
         yield beam.pvalue.TaggedOutput(_STATS, PageStat(page.stream, page.page_id, len(results), usable))
 
     def _drop_counter(self, name: str):

@@ -82,14 +82,6 @@ class RecordedOccurrences:
         self._index_by_key = {int(o["key"]): i for i, o in enumerate(self._occurrences)}
         self._string_columns: dict[str, tuple[np.ndarray, list[str]] | None] = {}
 
-    @classmethod
-    def from_pages(cls, paths: Iterable[str | Path]) -> RecordedOccurrences:
-        occurrences = []
-        for path in paths:
-            page = json.loads(Path(path).read_text(encoding="utf-8"))
-            occurrences.extend(page.get("results", [page]) if "results" in page or "key" not in page else [page])
-        return cls(occurrences)
-
     def __len__(self) -> int:
         return self.size
 
@@ -279,10 +271,6 @@ class FakeGbifApi:
         if self.port is None:
             raise RuntimeError("FakeGbifApi is not started")
         return f"http://{self._host}:{self.port}/v1"
-
-    @property
-    def root_url(self) -> str:
-        return self.base_url[: -len("/v1")]
 
     def start(self) -> FakeGbifApi:
         if self._server is None:

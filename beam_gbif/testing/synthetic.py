@@ -143,9 +143,6 @@ class SyntheticOccurrences:
     def __len__(self) -> int:
         return self.size
 
-    def keys(self) -> np.ndarray:
-        return np.arange(self.first_key, self.first_key + self.size, dtype=np.int64)
-
     def index_of_key(self, key: int) -> int | None:
         index = int(key) - self.first_key
         return index if 0 <= index < self.size else None

@@ -130,8 +130,7 @@ class SearchIndex:
 
     def matching(self, query: MultiDictProxy | MultiDict) -> np.ndarray:
         """Indices (ascending) of the occurrences matching every filter parameter of ``query``."""
-        filters = tuple(sorted((name, tuple(sorted(set(query.getall(name))))) for name in set(query.keys())
-                               if name not in _CONTROL_PARAMETERS))
+        filters = _filters(query)
         with self._lock:
             cached = self._cache.get(filters)
             if cached is not None:

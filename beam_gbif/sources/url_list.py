@@ -21,6 +21,7 @@ reproducible and no two URLs share an "occurrence".
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import logging
@@ -48,7 +49,9 @@ DEFAULT_LABEL = "unlabelled"
 _URL_COLUMNS = ("url", "identifier")
 _KEY_COLUMNS = ("occurrence_key", "gbifID", "key", "occurrenceKey")
 _LOGGED_BAD_ROWS = 50  # per worker; the counter has the full number
+# What a download sets, with MediaRecord's own defaults (a record before its download).
 _RESULT_FIELDS = ("status", "path", "bytes", "sha256", "content_type", "error")
+_RESULT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MediaRecord) if f.name in _RESULT_FIELDS}
 
 
 def synthetic_occurrence_key(url: str) -> int:
@@ -203,8 +206,7 @@ class _ReadListFile(beam.DoFn):
 
 def reset_for_retry(record: MediaRecord) -> MediaRecord:
     """A manifest row as it was before its download: result fields back to their defaults."""
-    defaults = {name: type(getattr(record, name))() for name in _RESULT_FIELDS}
-    return record.replace(**defaults)
+    return record.replace(**_RESULT_DEFAULTS)
 
 
 class _KeepFailures(beam.DoFn):

@@ -1,6 +1,7 @@
 """SampleStreams: exact, seeded per-stream quotas (DESIGN.md "Sampling").
 
-    records ─► OneMediaPerOccurrence (unless --all_media)
+    records ─► OneMediaPerOccurrence (only if asked; from_options never asks: the GBIF sources
+               keep one media per occurrence as they build an occurrence's records)
             ─► per stream: exact availability ─► compute_quotas ─► the quota_i lowest ranks
 
 A record's rank is a seeded hash of its URL, so the same records and seed select the same

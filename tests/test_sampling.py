@@ -185,6 +185,8 @@ def test_from_options_reads_the_flags():
     options = PipelineOptions(["--nb_samples=50", "--nb_samples_per_stream=9", "--all_media", "--seed=4"]).view_as(GbifMediaOptions)
     sampler = SampleStreams.from_options(options)
     assert (sampler._nb_samples, sampler._cap, sampler._one_media, sampler._seed, sampler.strategy) == (50, 9, False, 4, BOUNDED)
+    # Without --all_media too: the sources keep one media per occurrence, the sampler never shuffles by occurrence.
+    assert SampleStreams.from_options(PipelineOptions(["--nb_samples=50"]).view_as(GbifMediaOptions))._one_media is False
     with pytest.raises(OptionError, match="--nb_samples must be a positive number"):
         SampleStreams.from_options(PipelineOptions(["--nb_samples=0"]).view_as(GbifMediaOptions))
     with pytest.raises(OptionError, match="--nb_samples_per_stream must be at least 1"):

@@ -135,6 +135,10 @@ def test_from_options():
     assert source.query == {"speciesKey": ["5352251", "3190653"], "mediaType": ["StillImage"]}
     assert (source.label_field, source.stream_fields, source.nb_samples, source.seed) == ("scientificName", ("datasetKey",), 10, 3)
     assert source.api_url == "http://127.0.0.1:9/v1" and source.licenses == {"CC0_1_0"}
+    # One media per occurrence is the source's job now (SampleStreams.from_options leaves it here), unless --all_media.
+    assert source.settings.one_media_seed == 3
+    all_media = ReadOccurrenceMedia.from_options(PipelineOptions(["--all_media", "--seed", "3"]).view_as(GbifMediaOptions))
+    assert all_media.settings.one_media_seed is None
 
 
 @pytest.mark.slow

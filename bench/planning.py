@@ -15,7 +15,6 @@ import argparse
 import collections
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -31,7 +30,6 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from beam_gbif.filtering import FilterMedia  # noqa: E402
-from beam_gbif.gbif.planning import PAGE_SIZE  # noqa: E402
 from beam_gbif.sampling import SampleStreams  # noqa: E402
 from beam_gbif.sources.occurrence_api import ReadOccurrenceMedia  # noqa: E402
 from beam_gbif.testing.fake_gbif import FakeGbifApi  # noqa: E402
@@ -68,7 +66,7 @@ def main() -> None:
         requests = api.search_requests()
     pages = [r for r in requests if r.query.get("limit") != "0"]
     planning = len(requests) - len(pages)
-    every_page = sum(math.ceil(s.count / PAGE_SIZE) for s in plan.streams)
+    every_page = sum(s.total_pages() for s in plan.streams)
     minimum = plan.minimum_requests()
     selected = dict(json.loads(counts_file.read_text()))
     print(f"streams: {args.streams} × {args.per_stream:,} occurrences ({sum(s.count for s in plan.streams):,} with an image); "

@@ -7,9 +7,10 @@ Records are generated inside the pipeline from chunk numbers (never held by the 
 Prints records/s, peak RSS of this process (the FnApiRunner runs in it) and whether every
 stream got exactly its quota. The API read planner has its own benchmark (bench/planning.py).
 
-By default the records skip one_media_per_occurrence (as with --all_media): that step is a
-shuffle with one element per occurrence, and the FnApiRunner holds a whole shuffle in
-memory (~1.2 KB per occurrence measured), so 5,000,000 occurrences would need ~6 GB. The
+By default SampleStreams runs without its one_media_per_occurrence step, as in the pipeline
+(the GBIF sources keep one media per occurrence as they read). ``--one_media`` adds that
+step: a shuffle with one element per occurrence, which the FnApiRunner holds in memory
+(~1.2 KB per occurrence measured), so 5,000,000 occurrences would need ~6 GB. The
 sampling itself is one bounded pass for a balanced --nb_samples and holds O(nb_samples).
 """
 

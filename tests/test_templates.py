@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import TestOptions as BeamTestOptions
 from beam_gbif.filtering import FilterMedia
 from beam_gbif.licenses import KNOWN_LICENSE_CODES
 from beam_gbif.options import GbifMediaOptions, is_dry_run, parse_bool, parse_csv_list, parse_query, parse_ratios, parse_subset_streams
+from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
 from pipelines.gbif_media import make_options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,11 +221,8 @@ def _offline_gcloud(args: list[str], config_dir: Path) -> subprocess.CompletedPr
     """gcloud with its own config, no metadata probing or update checks, in a loopback-only namespace if possible."""
     env = dict(
         os.environ,
+        **NO_METADATA_ENV,
         CLOUDSDK_CONFIG=str(config_dir),
-        CLOUDSDK_CORE_CHECK_GCE_METADATA="false",
-        NO_GCE_CHECK="True",
-        GCE_METADATA_HOST="127.0.0.1:9",
-        GCE_METADATA_IP="127.0.0.1:9",
         CLOUDSDK_CORE_DISABLE_USAGE_REPORTING="true",
         CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK="true",
         CLOUDSDK_CORE_DISABLE_PROMPTS="1",

@@ -8,7 +8,7 @@ PROJECT  ?= $(shell gcloud config get-value project 2>/dev/null)
 REGION   ?= europe-west1
 BUCKET   ?= $(PROJECT)-beam-gbif
 REPO     ?= beam-gbif
-TAG      ?= $(shell $(PYTHON) -c "import re,pathlib;print(re.search(r'__version__ = \"([^\"]+)\"',pathlib.Path('beam_gbif/__init__.py').read_text()).group(1))")
+TAG      ?= $(shell $(PYTHON) -c "import beam_gbif; print(beam_gbif.__version__)")
 IMAGE    ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPO)/gbif-media:$(TAG)
 TEMPLATE ?= gs://$(BUCKET)/templates/gbif_media.json
 METADATA := pipelines/templates/gbif_media_metadata.json

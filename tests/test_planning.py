@@ -96,11 +96,11 @@ def test_top_up_reads_further_unread_pages_for_short_streams(large_streams):
     first = plan.page_requests()
     assert len(first) == 2 * 2
     # The first round found few usable records in stream 101 (e.g. a strict licence filter) and plenty in 102.
-    stats = [PageStat(p.stream, p.page_id, p.limit, 10 if p.stream == ("101",) else p.limit) for p in first]
+    stats = [PageStat(p.page_id, p.limit, 10 if p.stream == ("101",) else p.limit) for p in first]
     more = plan.top_up(stats)
     assert more and {p.stream for p in more} == {("101",)}
     assert not {p.page_id for p in more} & {p.page_id for p in first}
-    stats += [PageStat(p.stream, p.page_id, p.limit, p.limit) for p in more]
+    stats += [PageStat(p.page_id, p.limit, p.limit) for p in more]
     assert plan.top_up(stats) == [] and plan.shortfalls(stats) == {}
 
 

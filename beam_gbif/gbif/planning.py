@@ -86,10 +86,13 @@ class PageRequest:
 class PageStat:
     """What reading one page gave: occurrences, and usable units (records the sampler can select)."""
 
-    stream: Stream
-    page_id: tuple[Stream, int, int]
+    page_id: tuple[Stream, int, int]  # PageRequest.page_id: (stream, segment, offset)
     occurrences: int
     usable: int
+
+    @property
+    def stream(self) -> Stream:
+        return self.page_id[0]
 
 
 @dataclasses.dataclass

@@ -131,7 +131,7 @@ class _FetchPagesFn(beam.DoFn):
         self._records.inc(usable)
         for name, count in dropped_on_page.items():
             self._drop_counter(name).inc(count)
-        yield beam.pvalue.TaggedOutput(_STATS, PageStat(page.stream, page.page_id, len(results), usable))
+        yield beam.pvalue.TaggedOutput(_STATS, PageStat(page.page_id, len(results), usable))
 
     def _drop_counter(self, name: str):
         if name not in self._drops:

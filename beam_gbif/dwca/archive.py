@@ -320,19 +320,19 @@ class PreparedArchive:
         return self.meta.multimedia()
 
 
-def _open_zip(uri: str, name: str) -> tuple[BinaryIO, zipfile.ZipFile]:
+def _open_zip(uri: str) -> tuple[BinaryIO, zipfile.ZipFile]:
     handle = FileSystems.open(uri, compression_type=UNCOMPRESSED)
     try:
         return handle, zipfile.ZipFile(handle)
     except zipfile.BadZipFile:
         handle.close()
-        raise DwcaError(f"{name} is not a zip file (a Darwin Core Archive is a zip with meta.xml)") from None
+        raise DwcaError(f"{uri} is not a zip file (a Darwin Core Archive is a zip with meta.xml)") from None
 
 
 def _check_member_names(archive: zipfile.ZipFile, name: str) -> None:
     for member in archive.namelist():
         try:
-            safe_member_name(member.rstrip("/") if member.endswith("/") else member)
+            safe_member_name(member.rstrip("/"))  # a folder entry is checked as the folder
         except DwcaError as exc:
             raise DwcaError(f"{name}: refusing the archive, {exc}") from None
 
@@ -359,31 +359,31 @@ def _destination(folder: str, member: str) -> str:
     return destination
 
 
-def _extract(zip_uri: str, folder: str, name: str) -> tuple[ArchiveMeta, dict[str, str], dict[str, str]]:
+def _extract(zip_uri: str, folder: str) -> tuple[ArchiveMeta, dict[str, str], dict[str, str]]:
     """Extracts the core, multimedia and attribution files unless the marker says they are current."""
-    handle, archive = _open_zip(zip_uri, name)
+    handle, archive = _open_zip(zip_uri)
     with handle, archive:
-        _check_member_names(archive, name)
+        _check_member_names(archive, zip_uri)
         members = {info.filename: info for info in archive.infolist()}
         if "meta.xml" not in members:
-            raise DwcaError(f"{name} has no meta.xml: it is a zip, but not a Darwin Core Archive")
-        meta = parse_meta(archive.read("meta.xml"), name)
-        multimedia = meta.multimedia(name)
+            raise DwcaError(f"{zip_uri} has no meta.xml: it is a zip, but not a Darwin Core Archive")
+        meta = parse_meta(archive.read("meta.xml"), zip_uri)
+        multimedia = meta.multimedia(zip_uri)
         wanted = [meta.core.location, multimedia.location]
         for location in wanted:
             if location not in members:
-                raise DwcaError(f"{name}: meta.xml names {location!r}, which the zip does not contain")
+                raise DwcaError(f"{zip_uri}: meta.xml names {location!r}, which the zip does not contain")
         attribution = [m for m in _ATTRIBUTION_MEMBERS if m in members]
         fingerprint = {m: _member_fingerprint(members[m]) for m in [*wanted, *attribution]}
         targets = {m: _destination(folder, m) for m in fingerprint}
         marker_uri = _join(folder, _EXTRACTED_MARKER)
         current = _size(marker_uri) is not None and json.loads(_read_bytes(marker_uri)).get("members") == fingerprint
         if current and all(_size(uri) == fingerprint[m][0] for m, uri in targets.items()):
-            log.info("reusing extracted files of %s in %s", name, folder)
+            log.info("reusing extracted files of %s in %s", zip_uri, folder)
         else:
             _delete(marker_uri)
             for member, target in targets.items():
-                log.info("extracting %s from %s to %s (%.1f MB)", member, name, target, members[member].file_size / 1e6)
+                log.info("extracting %s from %s to %s (%.1f MB)", member, zip_uri, target, members[member].file_size / 1e6)
                 _copy_member(archive, member, target)
             _write_bytes(marker_uri, json.dumps({"zip": zip_uri, "members": fingerprint}).encode("utf-8"))
         files = {"core": targets[meta.core.location], "multimedia": targets[multimedia.location]}
@@ -415,13 +415,13 @@ def prepare_archive(
         resolved = resolve_archive(spec, cache_root=root, client=client)
         folder = _join(root, resolved.archive_id)
         try:
-            meta, files, attribution = _extract(resolved.zip_uri, folder, resolved.zip_uri)
+            meta, files, attribution = _extract(resolved.zip_uri, folder)
         except (zipfile.BadZipFile, EOFError, ZlibError) as exc:
             if not resolved.key:
                 raise DwcaError(f"{resolved.zip_uri} is a damaged zip: {exc}") from None
             log.warning("cached archive %s is damaged (%s): fetching it again", resolved.zip_uri, exc)
             resolved = resolve_archive(spec, cache_root=root, client=client, force_download=True)
-            meta, files, attribution = _extract(resolved.zip_uri, folder, resolved.zip_uri)
+            meta, files, attribution = _extract(resolved.zip_uri, folder)
         facts = _metadata_xml_facts(_read_bytes(attribution["metadata.xml"])) if "metadata.xml" in attribution else {}
         # A user's own zip of a GBIF download still names its DOI and key in metadata.xml.
         resolved = dataclasses.replace(resolved, doi=resolved.doi or facts.get("doi", ""), key=resolved.key or facts.get("key", ""))

@@ -18,6 +18,7 @@ from beam_gbif.options import GbifMediaOptions, normalize_argv
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.dwca import MALFORMED_MULTIMEDIA_ROWS, MALFORMED_OCCURRENCE_ROWS, ReadDwcaMedia, archive_citation
 from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, DROPPED_NO_MEDIA
+from beam_gbif.stats import metric_counters
 from beam_gbif.testing.fake_downloads import FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
@@ -41,10 +42,7 @@ def run_source(transform: beam.PTransform, out: Path, runner_args: tuple[str, ..
     )
     result = pipeline.run()
     result.wait_until_finish()
-    counters: Counter = Counter()
-    for counter in result.metrics().query()["counters"]:
-        if counter.key.metric.namespace == "beam_gbif":
-            counters[counter.key.metric.name] += counter.committed
+    counters = Counter(metric_counters(result))
     lines = [line for path in sorted(out.glob("records*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
     records = [MediaRecord.from_dict(json.loads(line)) for line in lines]
     return records, counters

@@ -20,19 +20,14 @@ from typing import Any
 
 import pytest
 
+from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BEAM_GBIF_SHARED_DATA", ROOT.parent / "shared" / "data"))
-OFFLINE_ENV = {
-    "NO_GCE_CHECK": "True",
-    "GCE_METADATA_HOST": "127.0.0.1:9",
-    "GCE_METADATA_IP": "127.0.0.1:9",
-    "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
-}
 BUCKET = "beam-gbif-test"
 DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=beam-gbif-test", "--region=europe-west1", f"--temp_location=gs://{BUCKET}/tmp",
                  "--dry_run=true", f"--output=gs://{BUCKET}/dataset"]
 STAGES = ("ReadMedia", "FilterMedia", "SampleStreams", "AssignSplits", "DownloadMedia", "WriteManifest")
-
 
 
 # --------------------------------------------------------------------------- translation
@@ -72,11 +67,7 @@ def _translate_all(out_file: Path, work: Path) -> None:
         for name, argv in variants.items():
             options = make_options(DATAFLOW_ARGS + common + argv)
             pipeline = beam.Pipeline(options=options)
-            try:
-                build(pipeline, options)
-            except NotImplementedError as exc:
-                report[name] = {"placeholder": str(exc)}
-                continue
+            build(pipeline, options)
             result = pipeline.run()
             proto = result.job.proto_pipeline
             names = sorted({t.unique_name for t in proto.components.transforms.values()})
@@ -105,29 +96,18 @@ def _loopback_only_prefix() -> list[str]:
 def translation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("dataflow")
     out_file = work / "report.json"
-    env = dict(os.environ, **OFFLINE_ENV, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, **NO_METADATA_ENV, PYTHONPATH=str(ROOT))
     command = [*_loopback_only_prefix(), sys.executable, str(Path(__file__)), "translate", str(out_file), str(work)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=work)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(out_file.read_text(encoding="utf-8"))
 
 
-def _built_stages() -> list[str]:
-    """The stages that are more than a placeholder today (a placeholder's identity expand adds no transform)."""
-    import importlib
-
-    modules = {"FilterMedia": "beam_gbif.filtering", "SampleStreams": "beam_gbif.sampling", "AssignSplits": "beam_gbif.splits",
-               "DownloadMedia": "beam_gbif.download.fetch", "WriteManifest": "beam_gbif.manifest"}
-    return [stage for stage in STAGES
-            if stage not in modules or "(placeholder)" not in (importlib.import_module(modules[stage]).__doc__ or "")]
-
-
 def test_dataflow_runner_translates_every_source_offline(translation: dict[str, Any]) -> None:
-    translated = {name: report for name, report in translation.items() if isinstance(report, dict) and "placeholder" not in report}
-    assert {"urls", "dwca", "api"} <= set(translated), translation
-    for name, report in translated.items():
+    for name in ("urls", "dwca", "api"):
+        report = translation[name]
         assert report["state"].endswith("DONE") and report["job_type"].endswith("BATCH"), (name, report)
-        for stage in _built_stages():
+        for stage in STAGES:
             assert stage in report["transforms"], f"{name}: {stage} missing from the Dataflow job"
         assert "WriteManifest/Stats/WriteStatsJson" in report["transforms"]
 
@@ -170,7 +150,7 @@ def _run_one_and_two_processes(argv: list[str], tmp_path: Path, monkeypatch: pyt
     from pipelines.gbif_media import run
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the worker processes import beam_gbif
-    for name, value in OFFLINE_ENV.items():
+    for name, value in NO_METADATA_ENV.items():
         monkeypatch.setenv(name, value)
     one, two = tmp_path / "one", tmp_path / "two"
     assert run([*argv, f"--output={one}", "--runner=FnApiRunner"]) == 0
@@ -187,9 +167,8 @@ def _assert_same_dataset(one: Path, two: Path, expected_records: int) -> None:
     assert _dataset_files(two) == _dataset_files(one)
     assert _comparable_stats(two) == _comparable_stats(one)
     assert sorted(map(json.dumps, read_attribution(str(two)))) == sorted(map(json.dumps, read_attribution(str(one))))
-    if "DownloadMedia" in _built_stages():
-        assert {record.status for record in manifest} == {"DOWNLOADED"}
-        assert len(_dataset_files(one)) == expected_records
+    assert {record.status for record in manifest} == {"DOWNLOADED"}
+    assert len(_dataset_files(one)) == expected_records
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def one_media_of_occurrence(records: Iterable[MediaRecord], seed: int) -> MediaR
     For a source that holds all media of an occurrence together: choosing there selects the
     same media as the pipeline step, without its per-occurrence shuffle.
     """
-    return min(records, key=lambda record: (seeded_hash(seed, record.url, purpose=ONE_MEDIA_PURPOSE), record.url), default=None)
+    return min(records, key=lambda record: _order(ranked(record, seed, ONE_MEDIA_PURPOSE)), default=None)
 
 
 def _order(item: Ranked) -> tuple[int, str]:

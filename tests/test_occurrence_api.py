@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_gbif.options import GbifMediaOptions, OptionError
 from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL
 from beam_gbif.sources.occurrence_api import API_PAGES_READ, API_PLANNING_REQUESTS, API_RETRIES, API_STREAMS_SHORT, ReadOccurrenceMedia
+from beam_gbif.stats import metric_counters
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 
@@ -32,11 +33,7 @@ def run_source(source: ReadOccurrenceMedia) -> tuple[list, dict[str, int]]:
     _ = pipeline | source | beam.combiners.ToList() | beam.Map(_collect)
     result = pipeline.run()
     result.wait_until_finish()
-    records = list(_COLLECTED)
-    counters: dict[str, int] = {}
-    for counter in result.metrics().query()["counters"]:
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
-    return records, counters
+    return list(_COLLECTED), metric_counters(result)
 
 
 def expected_urls(occurrences, media_type="StillImage") -> list[str]:

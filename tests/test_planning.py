@@ -15,6 +15,7 @@ from beam_gbif.gbif.planning import OFFSET_CAP, PAGE_SIZE, PageStat, plan_reads
 from beam_gbif.gbif.query import validate_query
 from beam_gbif.sampling import SampleStreams
 from beam_gbif.sources.occurrence_api import API_STREAMS_SHORT, ReadOccurrenceMedia
+from beam_gbif.stats import metric_counters
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 
@@ -33,10 +34,7 @@ def run(transform_chain) -> tuple[list, dict[str, int]]:
     _ = transform_chain(pipeline) | beam.combiners.ToList() | beam.Map(_collect)
     result = pipeline.run()
     result.wait_until_finish()
-    counters: dict[str, int] = collections.Counter()
-    for counter in result.metrics().query()["counters"]:
-        counters[counter.key.metric.name] += counter.committed
-    return list(_COLLECTED), counters
+    return list(_COLLECTED), metric_counters(result)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,6 @@ def _translate_all(out_file: Path, work: Path) -> None:
     """
     sys.path.insert(0, str(ROOT))
     import apache_beam as beam
-    from apache_beam.internal.gcp import auth
 
     from beam_gbif.download.stores import gcs_client
     from beam_gbif.testing.fake_gbif import FakeGbifApi
@@ -48,8 +47,6 @@ def _translate_all(out_file: Path, work: Path) -> None:
     from beam_gbif.testing.synthetic import SyntheticOccurrences
     from pipelines.gbif_media import build, make_options
 
-    # Beam's GCS filesystem would spend ~40 s looking for credentials the emulator does not need.
-    auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
     report: dict[str, Any] = {}
     store = SyntheticOccurrences([5352251, 3190653], ["ds-a", "ds-b"], per_stream=5, media_base_url="http://127.0.0.1:9")
     with GcsEmulator(bucket=BUCKET) as gcs, FakeGbifApi(store) as api:

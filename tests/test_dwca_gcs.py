@@ -7,7 +7,6 @@ import zipfile
 
 import apache_beam as beam
 import pytest
-from apache_beam.internal.gcp import auth as beam_auth
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -17,27 +16,17 @@ from beam_gbif.sources.dwca import ReadDwcaMedia
 from beam_gbif.testing.fake_downloads import DownloadFaults, FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.gcs_emulator import GcsEmulator
+from tests.conftest import REAL_DWCA_DOI as DOI
+from tests.conftest import REAL_DWCA_KEY as KEY
 
-KEY = "0026367-210914110416597"
-DOI = "10.15468/dl.jd3hup"
+pytestmark = pytest.mark.usefixtures("fresh_dwca_memo")
 
 
 @pytest.fixture(scope="module")
 def gcs():
-    # Beam's GCS filesystem otherwise spends ~35 s retrying a credential search that can only
-    # fail here; the emulator takes anonymous requests, so start out anonymous.
-    saved = (beam_auth._Credentials._credentials_init, beam_auth._Credentials._credentials)
-    beam_auth._Credentials._credentials_init, beam_auth._Credentials._credentials = True, None
+    """The GCS emulator (which also makes Beam's GCS filesystem anonymous while it runs)."""
     with GcsEmulator(bucket="dwca-cache") as emulator:
         yield emulator
-    beam_auth._Credentials._credentials_init, beam_auth._Credentials._credentials = saved
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    forget_prepared_archives()
-    yield
-    forget_prepared_archives()
 
 
 def _read_all(uri: str) -> bytes:
@@ -45,8 +34,7 @@ def _read_all(uri: str) -> bytes:
         return handle.read()
 
 
-def test_download_cache_and_pipeline_on_gcs(gcs, shared_data, tmp_path):
-    real_zip = shared_data / "dwca" / f"{KEY}.zip"
+def test_download_cache_and_pipeline_on_gcs(gcs, real_zip, tmp_path):
     root = f"gs://{gcs.bucket}/cache"
     faults = DownloadFaults()
     with FakeGbifApi(extra_routes=[download_routes([FakeDownload(key=KEY, doi=DOI, archive=real_zip)], faults)]) as api:
@@ -71,8 +59,7 @@ def test_download_cache_and_pipeline_on_gcs(gcs, shared_data, tmp_path):
     assert len(records) == 475 and {r.source for r in records} == {f"dwca:{DOI}"}
 
 
-def test_gcs_zip_is_used_directly(gcs, shared_data):
-    real_zip = shared_data / "dwca" / f"{KEY}.zip"
+def test_gcs_zip_is_used_directly(gcs, real_zip):
     uri = f"gs://{gcs.bucket}/mine/archive.zip"
     with FileSystems.create(uri) as out:
         out.write(real_zip.read_bytes())

@@ -6,15 +6,16 @@ import json
 import zipfile
 from collections import Counter
 
-from beam_gbif.dwca.archive import forget_prepared_archives
+import pytest
+
 from beam_gbif.manifest import read_manifest
 from beam_gbif.testing.media_server import MediaServer
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
 from pipelines.gbif_media import run
 
 
+@pytest.mark.usefixtures("fresh_dwca_memo")
 def test_synthetic_archive_to_an_imagefolder_dataset(tmp_path):
-    forget_prepared_archives()
     output = tmp_path / "dataset"
     with MediaServer() as media:
         summary = write_synthetic_dwca(tmp_path / "archive.zip", occurrences=300, media=450, species=4, datasets=3,

@@ -167,18 +167,10 @@ def test_empty_results_give_an_empty_manifest(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The GCS emulator, with Beam's GCS filesystem going anonymous at once.
-
-    Beam looks for credentials (with retries, ~40 s) before it falls back to an anonymous
-    client; the emulator needs none, so the lookup is marked as done with no credentials.
-    """
-    from apache_beam.internal.gcp import auth
-
+def gcs() -> Iterator[Any]:
+    """The GCS emulator (which also makes Beam's GCS filesystem anonymous while it runs)."""
     from beam_gbif.testing.gcs_emulator import GcsEmulator
 
-    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
-    monkeypatch.setattr(auth._Credentials, "_credentials", None)
     with GcsEmulator(bucket="manifest-test") as emulator:
         yield emulator
 

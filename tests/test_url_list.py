@@ -180,14 +180,10 @@ def test_retry_into_another_output_holds_only_the_retried_rows(tmp_path: Path) -
 
 
 @pytest.fixture
-def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The GCS emulator; Beam's GCS filesystem goes anonymous at once instead of after ~40 s of credential lookups."""
-    from apache_beam.internal.gcp import auth
-
+def gcs() -> Iterator[Any]:
+    """The GCS emulator (which also makes Beam's GCS filesystem anonymous while it runs)."""
     from beam_gbif.testing.gcs_emulator import GcsEmulator
 
-    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
-    monkeypatch.setattr(auth._Credentials, "_credentials", None)
     with GcsEmulator(bucket="url-list-test") as emulator:
         yield emulator
 

@@ -25,6 +25,7 @@ from beam_gbif.gbif.client import GbifClient
 from beam_gbif.options import DEFAULT_GBIF_API_URL, GbifMediaOptions, http_user_agent, parse_csv_list
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.media_items import DROPPED_MEDIA_NO_URL, DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_MEDIA, media_records, media_type_of
+from beam_gbif.sources.url_list import runs_remotely
 
 METRICS_NAMESPACE = "beam_gbif"
 MALFORMED_OCCURRENCE_ROWS = "dwca_malformed_occurrence_rows"
@@ -174,10 +175,10 @@ class ReadDwcaMedia(beam.PTransform):
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> ReadDwcaMedia:
         arguments = _constructor_arguments(options)
-        runner = str(options.view_as(StandardOptions).runner or "")
-        if "Dataflow" in runner and not str(arguments["cache_root"] or "").startswith("gs://"):
-            # The extracted files are read by the workers, which cannot see the launcher's disk.
-            raise DwcaError("--dwca_root_path must be a gs:// folder on Dataflow (the workers read the extracted archive from it)")
+        if runs_remotely(options) and not str(arguments["cache_root"] or "").startswith("gs://"):
+            # The extracted files are read by the workers, which cannot see the launcher's disk (the default cache is on it).
+            runner = options.view_as(StandardOptions).runner
+            raise DwcaError(f"--dwca_root_path must be a gs:// folder on {runner} (the workers read the extracted archive from it)")
         return cls(**arguments)
 
     def prepare(self) -> PreparedArchive:

@@ -219,13 +219,21 @@ class _KeepFailures(beam.DoFn):
             yield reset_for_retry(MediaRecord.from_dict(row))
 
 
-_LOCAL_RUNNERS = ("fnapirunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner", "prismrunner")
+_LOCAL_RUNNERS = ("fnapi", "direct", "switchingdirect", "bundlebaseddirect", "prism")
+
+
+def runs_remotely(options: PipelineOptions) -> bool:
+    """True unless the runner's workers are this machine's processes (no --runner, or a local runner).
+
+    Names as Beam resolves them: any case, with or without the ``Runner`` suffix or a module path.
+    """
+    runner = (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1].removesuffix("runner")
+    return bool(runner) and runner not in _LOCAL_RUNNERS
 
 
 def require_shared_path(options: PipelineOptions, flag: str, path: str | None) -> None:
     """On a remote runner (Dataflow), workers cannot see the launcher's disk: a path they read must be gs://."""
-    runner = (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1]
-    if path and runner and runner not in _LOCAL_RUNNERS and "://" not in path:
+    if path and "://" not in path and runs_remotely(options):
         raise OptionError(f"--{flag} {path}: workers of the {options.view_as(StandardOptions).runner} cannot reach a path on this machine; "
                           "use gs://bucket/...")
 

@@ -151,7 +151,8 @@ def test_same_records_with_two_worker_processes(tmp_path):
     assert counters[DROPPED_NO_MEDIA] == 2000 - summary.occurrences_with_media
 
 
-def test_dataflow_needs_a_gcs_cache(real_zip):
-    options = PipelineOptions(normalize_argv([f"--dwca={real_zip}", "--runner=DataflowRunner", "--dwca_root_path=/tmp/x"]))
-    with pytest.raises(DwcaError, match="--dwca_root_path must be a gs:// folder on Dataflow"):
+@pytest.mark.parametrize("runner", ["DataflowRunner", "dataflow"])
+def test_dataflow_needs_a_gcs_cache(real_zip, runner):
+    options = PipelineOptions(normalize_argv([f"--dwca={real_zip}", f"--runner={runner}", "--dwca_root_path=/tmp/x"]))
+    with pytest.raises(DwcaError, match=f"--dwca_root_path must be a gs:// folder on {runner}"):
         ReadDwcaMedia.from_options(options.view_as(GbifMediaOptions))

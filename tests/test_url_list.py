@@ -228,4 +228,7 @@ def test_dataflow_workers_need_gcs_paths(tmp_path: Path) -> None:
         ReadUrlList.from_options(options_for(*dataflow, f"--input={listing}"))
     with pytest.raises(OptionError, match="--output .* cannot reach a path on this machine"):
         WriteManifest.from_options(options_for("--runner=DataflowRunner", f"--output={tmp_path}"))
-    assert ReadUrlList.from_options(options_for("--runner=FnApiRunner", f"--input={listing}"))  # local runners read local files
+    with pytest.raises(OptionError, match="--input .* cannot reach a path on this machine"):
+        ReadUrlList.from_options(options_for("--runner=dataflow", f"--input={listing}"))  # Beam's short name of the same runner
+    for local in ("--runner=FnApiRunner", "--runner=direct", "--runner=apache_beam.runners.direct.direct_runner.SwitchingDirectRunner"):
+        assert ReadUrlList.from_options(options_for(local, f"--input={listing}"))  # local runners read local files

@@ -255,8 +255,10 @@ def write_synthetic_dwca(
         shuffler = random.Random(seed)
         shuffler.shuffle(core)
         shuffler.shuffle(media_terms)
-    core_columns = {term.rsplit("/", 1)[-1]: i for i, term in enumerate(core)}
-    media_columns = {term.rsplit("/", 1)[-1]: i for i, term in enumerate(media_terms)}
+    core_names = [term.rsplit("/", 1)[-1] for term in core]  # the header row and the column of each name
+    media_names = [term.rsplit("/", 1)[-1] for term in media_terms]
+    core_columns = {name: i for i, name in enumerate(core_names)}
+    media_columns = {name: i for i, name in enumerate(media_names)}
     blank = [""] * len(core)
     first_id = 4_000_000_000
     still_images = 0
@@ -266,7 +268,7 @@ def write_synthetic_dwca(
         archive.writestr("metadata.xml", _metadata_xml(doi, key))
         archive.writestr("citations.txt", f"When using this dataset please use the following citation:\n{_CITATION}\n")
         with archive.open("occurrence.txt", "w", force_zip64=True) as out:
-            _write_rows(out, "\t".join(term.rsplit("/", 1)[-1] for term in core), (
+            _write_rows(out, "\t".join(core_names), (
                 _occurrence_row(seed, i, first_id + i, core_columns, blank, species, datasets) for i in range(occurrences)
             ), malformed_rows)
         if multimedia:
@@ -281,7 +283,7 @@ def write_synthetic_dwca(
                     yield row
 
             with archive.open("multimedia.txt", "w", force_zip64=True) as out:
-                _write_rows(out, "\t".join(term.rsplit("/", 1)[-1] for term in media_terms), media_rows(), malformed_rows)
+                _write_rows(out, "\t".join(media_names), media_rows(), malformed_rows)
     return SyntheticSummary(path, occurrences, media if multimedia else 0, still_images, has_image.count(1), path.stat().st_size)
 
 

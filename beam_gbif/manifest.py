@@ -28,9 +28,8 @@ import apache_beam as beam
 import fastavro
 from apache_beam.io.filesystems import FileSystems
 
-from beam_gbif.options import GbifMediaOptions, OptionError, source_kind
+from beam_gbif.options import GbifMediaOptions, OptionError, require_shared_path, source_kind
 from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
-from beam_gbif.sources.url_list import manifest_pattern, require_shared_path
 from beam_gbif.stats import IN_DATASET, ComputeStats, finalize_stats, format_summary, join, metric_counters
 
 __all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema", "read_attribution"]
@@ -61,6 +60,11 @@ def manifest_schema() -> dict[str, Any]:
             raise TypeError(f"MediaRecord.{name}: no Avro mapping for {hint!r}")
         fields.append({"name": name, "type": avro_type})
     return {"type": "record", "name": "MediaRecord", "namespace": "beam_gbif", "fields": fields}
+
+
+def manifest_pattern(output: str) -> str:
+    """The glob of a dataset's manifest shards (written here; --retry_failed_from and the carry-over read them)."""
+    return FileSystems.join(output.rstrip("/"), MANIFEST_DIR, "*.avro")
 
 
 def occurrence_url(occurrence_key: int) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
 
 from beam_gbif import DEFAULT_USER_AGENT
 
@@ -246,3 +246,22 @@ def source_kind(options: GbifMediaOptions) -> str:
     if options.input or options.retry_failed_from:
         return "urls"
     return "api"
+
+
+_LOCAL_RUNNERS = ("fnapi", "direct", "switchingdirect", "bundlebaseddirect", "prism")
+
+
+def runs_remotely(options: PipelineOptions) -> bool:
+    """True unless the runner's workers are this machine's processes (no --runner, or a local runner).
+
+    Names as Beam resolves them: any case, with or without the ``Runner`` suffix or a module path.
+    """
+    runner = (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1].removesuffix("runner")
+    return bool(runner) and runner not in _LOCAL_RUNNERS
+
+
+def require_shared_path(options: PipelineOptions, flag: str, path: str | None) -> None:
+    """On a remote runner (Dataflow), workers cannot see the launcher's disk: a path they read must be gs://."""
+    if path and "://" not in path and runs_remotely(options):
+        raise OptionError(f"--{flag} {path}: workers of the {options.view_as(StandardOptions).runner} cannot reach a path on this machine; "
+                          "use gs://bucket/...")

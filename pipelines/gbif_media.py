@@ -20,7 +20,7 @@ from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.filtering import FilterMedia
 from beam_gbif.gbif.client import GbifApiError
 from beam_gbif.manifest import WriteManifest
-from beam_gbif.options import GbifMediaOptions, OptionError, is_dry_run, normalize_argv, source_kind
+from beam_gbif.options import GbifMediaOptions, OptionError, is_dry_run, normalize_argv, runs_remotely, source_kind
 from beam_gbif.sampling import SampleStreams
 from beam_gbif.sources.dwca import ReadDwcaMedia
 from beam_gbif.sources.occurrence_api import ReadOccurrenceMedia
@@ -75,11 +75,6 @@ def describe_plan(options: GbifMediaOptions) -> str:
     return "\n".join(lines)
 
 
-def _is_local(options: PipelineOptions) -> bool:
-    runner = (options.view_as(StandardOptions).runner or "").lower()
-    return runner.rsplit(".", 1)[-1] in ("fnapirunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner", "prismrunner")
-
-
 def usage() -> str:
     """Help for beam-gbif's own options (Beam's options are documented by Beam)."""
     parser = argparse.ArgumentParser(
@@ -121,7 +116,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         if is_dry_run(options):
             print(describe_plan(opts))
-            if _is_local(options):
+            if not runs_remotely(options):
                 return 0
         pipeline = beam.Pipeline(options=options)
         build(pipeline, options)
@@ -130,7 +125,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = pipeline.run()
-        if not _is_local(options):
+        if runs_remotely(options):
             return 0
         result.wait_until_finish()
     except Exception as exc:  # noqa: BLE001 - a runner wraps the cause; name it in one line

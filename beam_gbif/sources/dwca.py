@@ -22,10 +22,9 @@ from beam_gbif.dwca.meta import DwcaError
 from beam_gbif.dwca.request import download_key_for_predicate
 from beam_gbif.dwca.rows import MEDIA_COLUMNS, Projection, projection
 from beam_gbif.gbif.client import GbifClient
-from beam_gbif.options import DEFAULT_GBIF_API_URL, GbifMediaOptions, http_user_agent, parse_csv_list
+from beam_gbif.options import DEFAULT_GBIF_API_URL, GbifMediaOptions, http_user_agent, parse_csv_list, runs_remotely
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.media_items import DROPPED_MEDIA_NO_URL, DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_MEDIA, media_records, media_type_of
-from beam_gbif.sources.url_list import runs_remotely
 
 METRICS_NAMESPACE = "beam_gbif"
 MALFORMED_OCCURRENCE_ROWS = "dwca_malformed_occurrence_rows"

@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_gbif.licenses import normalize_license
-from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list
+from beam_gbif.manifest import manifest_pattern
+from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list, require_shared_path
 from beam_gbif.records import MediaRecord, Status
 from beam_gbif.sources.media_items import field_value
 
@@ -217,30 +217,6 @@ class _KeepFailures(beam.DoFn):
         if Status.is_failure(row.get("status") or ""):
             self._retried.inc()
             yield reset_for_retry(MediaRecord.from_dict(row))
-
-
-_LOCAL_RUNNERS = ("fnapi", "direct", "switchingdirect", "bundlebaseddirect", "prism")
-
-
-def runs_remotely(options: PipelineOptions) -> bool:
-    """True unless the runner's workers are this machine's processes (no --runner, or a local runner).
-
-    Names as Beam resolves them: any case, with or without the ``Runner`` suffix or a module path.
-    """
-    runner = (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1].removesuffix("runner")
-    return bool(runner) and runner not in _LOCAL_RUNNERS
-
-
-def require_shared_path(options: PipelineOptions, flag: str, path: str | None) -> None:
-    """On a remote runner (Dataflow), workers cannot see the launcher's disk: a path they read must be gs://."""
-    if path and "://" not in path and runs_remotely(options):
-        raise OptionError(f"--{flag} {path}: workers of the {options.view_as(StandardOptions).runner} cannot reach a path on this machine; "
-                          "use gs://bucket/...")
-
-
-def manifest_pattern(output: str) -> str:
-    """The glob of a dataset's manifest shards (manifest.WriteManifest writes them; the retry and carry-over read them)."""
-    return FileSystems.join(output.rstrip("/"), "manifest", "*.avro")
 
 
 class ReadUrlList(beam.PTransform):

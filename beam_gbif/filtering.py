@@ -7,11 +7,11 @@ from collections.abc import Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.media_items import EXCLUDED_BY_LICENSE
 
-METRICS_NAMESPACE = "beam_gbif"
 DUPLICATE_URLS = "duplicate_urls"
 
 

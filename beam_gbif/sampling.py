@@ -21,6 +21,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.options import GbifMediaOptions
 from beam_gbif.records import MediaRecord
 from beam_gbif.sampling_bounded import BoundedBalancedSampleFn, outcome_figures
@@ -29,7 +30,6 @@ from beam_gbif.sampling_quotas import Stream, compute_quotas, validate_sampling_
 
 __all__ = ["SampleStreams", "OneMediaPerOccurrence", "compute_quotas", "stream_stats_rows"]
 
-METRICS_NAMESPACE = "beam_gbif"
 STREAMS = "sampling_streams"
 RECORDS_AVAILABLE = "sampling_records_available"
 RECORDS_SELECTED = "sampling_records_selected"

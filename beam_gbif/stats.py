@@ -16,6 +16,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.records import MediaRecord, Status
 
 STATS_FILE = "stats.json"
@@ -152,7 +153,7 @@ class ComputeStats(beam.PTransform):
         )
 
 
-def metric_counters(result: Any, namespace: str = "beam_gbif") -> dict[str, int]:
+def metric_counters(result: Any, namespace: str = METRICS_NAMESPACE) -> dict[str, int]:
     """The Beam counters of a finished run, summed over steps, by name (for ``finalize_stats``'s ``extra``)."""
     from apache_beam.metrics.metric import MetricsFilter
 

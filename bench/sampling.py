@@ -33,8 +33,9 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
+from beam_gbif import METRICS_NAMESPACE  # noqa: E402
 from beam_gbif.records import MediaRecord  # noqa: E402
-from beam_gbif.sampling import METRICS_NAMESPACE, RECORDS_AVAILABLE, RECORDS_SELECTED, SHORT_STREAMS, SampleStreams  # noqa: E402
+from beam_gbif.sampling import RECORDS_AVAILABLE, RECORDS_SELECTED, SHORT_STREAMS, SampleStreams  # noqa: E402
 
 CHUNK = 10_000
 

@@ -13,9 +13,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.options import GbifMediaOptions, OptionError
 from beam_gbif.records import MediaRecord
-from beam_gbif.sampling import BOUNDED, CAP_ONLY, EVERYTHING, METRICS_NAMESPACE, SHORT_STREAMS, TWO_PASS, SampleStreams
+from beam_gbif.sampling import BOUNDED, CAP_ONLY, EVERYTHING, SHORT_STREAMS, TWO_PASS, SampleStreams
 from beam_gbif.sampling_bounded import BoundedBalancedSampleFn
 from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE, one_media_of_occurrence
 from beam_gbif.sampling_hash import seeded_hash

@@ -8,9 +8,9 @@ import time
 
 from apache_beam.metrics import Metrics
 
+from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.records import MediaRecord, Status
 
-NAMESPACE = "beam_gbif"
 LOG = logging.getLogger("beam_gbif.download")
 
 
@@ -30,7 +30,7 @@ class DownloadProgress:
     def _inc(self, name: str, value: int = 1) -> None:
         counter = self._counters.get(name)
         if counter is None:
-            counter = self._counters[name] = Metrics.counter(NAMESPACE, name)
+            counter = self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
         counter.inc(value)
 
     def count(self, record: MediaRecord, attempts: int) -> None:

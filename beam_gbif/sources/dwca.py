@@ -16,7 +16,7 @@ from apache_beam import coders
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
-from beam_gbif import DEFAULT_USER_AGENT
+from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE
 from beam_gbif.dwca.archive import PreparedArchive, citation_of, prepare_archive
 from beam_gbif.dwca.meta import DwcaError
 from beam_gbif.dwca.request import download_key_for_predicate
@@ -26,7 +26,6 @@ from beam_gbif.options import DEFAULT_GBIF_API_URL, GbifMediaOptions, http_user_
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.media_items import DROPPED_MEDIA_NO_URL, DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_MEDIA, media_records, media_type_of
 
-METRICS_NAMESPACE = "beam_gbif"
 MALFORMED_OCCURRENCE_ROWS = "dwca_malformed_occurrence_rows"
 MALFORMED_MULTIMEDIA_ROWS = "dwca_malformed_multimedia_rows"
 MEDIA_WITHOUT_OCCURRENCE = "dwca_media_without_occurrence"

@@ -24,7 +24,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_gbif import DEFAULT_USER_AGENT
+from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE
 from beam_gbif.gbif.client import GbifClient
 from beam_gbif.gbif.planning import DEFAULT_MARGIN, PageRequest, PageStat, ReadPlan, plan_reads, stream_label
 from beam_gbif.gbif.query import validate_query
@@ -33,7 +33,6 @@ from beam_gbif.sources.media_items import media_records
 
 _log = logging.getLogger(__name__)
 
-METRICS_NAMESPACE = "beam_gbif"
 API_PAGES_READ = "api_pages_read"
 API_OCCURRENCES_READ = "api_occurrences_read"
 API_RECORDS = "api_records"

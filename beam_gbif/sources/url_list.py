@@ -33,6 +33,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.licenses import normalize_license
 from beam_gbif.manifest import manifest_pattern
 from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list, require_shared_path
@@ -42,7 +43,6 @@ from beam_gbif.sources.media_items import field_value
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
-METRICS_NAMESPACE = "beam_gbif"
 BAD_ROWS = "url_list_bad_rows"
 RETRIED_FAILURES = "retried_failures"
 DEFAULT_LABEL = "unlabelled"

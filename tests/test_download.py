@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -16,7 +14,7 @@ from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.download.safety import AllowOnly
 from beam_gbif.options import OptionError
 from beam_gbif.records import MediaRecord, Status
-from beam_gbif.stats import metric_counters
+from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.gcs_emulator import free_port
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
@@ -25,18 +23,7 @@ LOOPBACK_ONLY = AllowOnly(["127.0.0.1"])
 
 def run_download(records: list[MediaRecord], transform: DownloadMedia, tmp_path: Path) -> tuple[list[MediaRecord], dict[str, int]]:
     """Runs Create → transform on the FnApiRunner; returns the result records and the beam_gbif counters."""
-    results_file = tmp_path / f"results-{time.monotonic_ns()}"
-    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
-    (pipeline
-     | beam.Create(records)
-     | transform
-     | beam.Map(lambda r: json.dumps(r.to_dict()))
-     | beam.io.WriteToText(str(results_file), shard_name_template=""))
-    result = pipeline.run()
-    result.wait_until_finish()
-    rows = [MediaRecord.from_dict(json.loads(line)) for line in results_file.read_text().splitlines() if line]
-    results_file.unlink()
-    return rows, metric_counters(result)
+    return run_transform(transform, tmp_path, records=records)
 
 
 def record(url: str, key: int = 1, label: str = "sp", split: str = "", media_type: str = "StillImage") -> MediaRecord:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,7 @@ from beam_gbif.options import GbifMediaOptions, normalize_argv
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.dwca import MALFORMED_MULTIMEDIA_ROWS, MALFORMED_OCCURRENCE_ROWS, ReadDwcaMedia, archive_citation
 from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, DROPPED_NO_MEDIA
-from beam_gbif.stats import metric_counters
+from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.fake_downloads import FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
@@ -33,19 +32,8 @@ pytestmark = pytest.mark.usefixtures("fresh_dwca_memo")
 
 def run_source(transform: beam.PTransform, out: Path, runner_args: tuple[str, ...] = ()) -> tuple[list[MediaRecord], Counter]:
     """Runs ``transform`` alone; returns its records and the beam_gbif counters."""
-    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner", *runner_args]))
-    (
-        pipeline
-        | "Source" >> transform
-        | "ToJson" >> beam.Map(lambda record: json.dumps(record.to_dict()))
-        | "Write" >> beam.io.WriteToText(str(out / "records"), file_name_suffix=".jsonl")
-    )
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = Counter(metric_counters(result))
-    lines = [line for path in sorted(out.glob("records*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
-    records = [MediaRecord.from_dict(json.loads(line)) for line in lines]
-    return records, counters
+    records, counters = run_transform(transform, out, runner_args=runner_args)
+    return records, Counter(counters)
 
 
 def _rows(archive: zipfile.ZipFile, member: str) -> list[dict[str, str]]:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 
-import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.download.fetch import DownloadMedia
 from beam_gbif.download.safety import AllowOnly
 from beam_gbif.download.stores import GcsStore, store_for
 from beam_gbif.records import MediaRecord, Status
-from beam_gbif.stats import metric_counters
+from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.gcs_emulator import GcsEmulator
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
@@ -55,13 +52,7 @@ def test_gcs_store_operations(gcs):
 
 
 def run(records, transform, tmp_path):
-    out = tmp_path / f"results-{time.monotonic_ns()}"
-    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
-    (pipeline | beam.Create(records) | transform | beam.Map(lambda r: json.dumps(r.to_dict()))
-     | beam.io.WriteToText(str(out), shard_name_template=""))
-    result = pipeline.run()
-    result.wait_until_finish()
-    return [MediaRecord.from_dict(json.loads(line)) for line in out.read_text().splitlines()], metric_counters(result)
+    return run_transform(transform, tmp_path, records=records)
 
 
 @pytest.mark.timeout(120)

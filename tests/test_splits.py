@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.options import GbifMediaOptions, OptionError
 from beam_gbif.records import MediaRecord
 from beam_gbif.splits import AssignSplits, random_split
+from beam_gbif.testing.collect import run_transform
 
 RUNNER = "--runner=FnApiRunner"
 
@@ -37,12 +36,8 @@ def make_records(occurrences: int, media_per_occurrence: int = 3) -> list[MediaR
 
 def run_splits(records, tmp_path: Path, **splitter_args) -> dict[str, MediaRecord]:
     """url → assigned record."""
-    out = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
-    with beam.Pipeline(options=PipelineOptions([RUNNER])) as pipeline:
-        assigned = pipeline | beam.Create(records) | AssignSplits(**splitter_args)
-        _ = assigned | beam.Map(lambda r: json.dumps(r.to_dict())) | beam.io.WriteToText(str(out / "assigned"))
-    rows = [MediaRecord.from_dict(json.loads(line)) for path in out.glob("assigned*") for line in path.read_text().splitlines()]
-    return {record.url: record for record in rows}
+    assigned, _ = run_transform(AssignSplits(**splitter_args), tmp_path, records=records)
+    return {record.url: record for record in assigned}
 
 
 RECORDS = make_records(600)

@@ -97,8 +97,7 @@ def parse_ratios(text: str | None) -> dict[str, float]:
             pairs.append((name.strip(), ratio.strip()))
     ratios: dict[str, float] = {}
     for name, ratio in pairs:
-        if not name or "/" in name or name in (".", ".."):
-            raise OptionError(f"--random_subsets: {name!r} is not a valid split name")
+        check_split_name(name, "--random_subsets")
         try:
             value = float(ratio)
         except (TypeError, ValueError):
@@ -108,10 +107,20 @@ def parse_ratios(text: str | None) -> dict[str, float]:
         if name in ratios:
             raise OptionError(f"--random_subsets: split {name!r} is given twice")
         ratios[name] = value
-    total = sum(ratios.values())
-    if abs(total - 1.0) > 1e-6:
-        raise OptionError(f"--random_subsets ratios must sum to 1, they sum to {total:g}: {text}")
+    check_ratios_sum(ratios)
     return ratios
+
+
+def check_split_name(name: Any, option: str) -> None:
+    """A split name becomes a folder: one non-empty path segment."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise OptionError(f"{option}: {name!r} is not a valid split name (it becomes a folder name)")
+
+
+def check_ratios_sum(ratios: dict[str, float]) -> None:
+    total = sum(ratios.values())
+    if ratios and abs(total - 1.0) > 1e-6:
+        raise OptionError(f"--random_subsets ratios must sum to 1, they sum to {total:g}: {ratios}")
 
 
 def parse_subset_streams(text: str | None) -> dict[str, Any]:

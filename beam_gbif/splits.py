@@ -16,7 +16,15 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list, parse_ratios, parse_subset_streams
+from beam_gbif.options import (
+    GbifMediaOptions,
+    OptionError,
+    check_ratios_sum,
+    check_split_name,
+    parse_csv_list,
+    parse_ratios,
+    parse_subset_streams,
+)
 from beam_gbif.records import FIELD_NAMES, MediaRecord
 from beam_gbif.sampling_hash import seeded_unit
 
@@ -65,7 +73,7 @@ def compile_rules(subset_streams: Mapping[str, Any], split_streams_by: Sequence[
     rules: list[Rule] = []
     catch_all = ""
     for split, rule in subset_streams.items():
-        _check_split_name(split, "--subset_streams")
+        check_split_name(split, "--subset_streams")
         if rule == CATCH_ALL:
             if catch_all:
                 raise OptionError(f'--subset_streams: both {catch_all!r} and {split!r} are "*"; only one split can take the rest')
@@ -81,11 +89,6 @@ def compile_rules(subset_streams: Mapping[str, Any], split_streams_by: Sequence[
             conditions.append((resolve_field(field, split_streams_by), frozenset(_text(v) for v in values)))
         rules.append((split, tuple(conditions)))
     return rules, catch_all
-
-
-def _check_split_name(name: str, option: str) -> None:
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise OptionError(f"{option}: {name!r} is not a valid split name (it becomes a folder name)")
 
 
 def _field_value(record: MediaRecord, getter: FieldGetter) -> str:
@@ -138,9 +141,8 @@ class AssignSplits(beam.PTransform):
         super().__init__()
         ratios = dict(random_subsets or {})
         for name in ratios:
-            _check_split_name(name, "--random_subsets")
-        if ratios and abs(sum(ratios.values()) - 1.0) > 1e-6:
-            raise OptionError(f"--random_subsets ratios must sum to 1, they sum to {sum(ratios.values()):g}")
+            check_split_name(name, "--random_subsets")
+        check_ratios_sum(ratios)
         self._rules, self._catch_all = compile_rules(subset_streams or {}, list(split_streams_by))
         if self._rules and not self._catch_all and not ratios:
             raise OptionError(

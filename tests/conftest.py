@@ -44,3 +44,11 @@ def fresh_dwca_memo():
     forget_prepared_archives()
     yield
     forget_prepared_archives()
+
+
+@pytest.fixture
+def fresh(api):
+    """The test module's ``api`` fixture (a FakeGbifApi) without earlier tests' faults and request log."""
+    api.clear_faults()
+    api.clear_requests()
+    return api

@@ -22,13 +22,6 @@ def api():
         yield server
 
 
-@pytest.fixture
-def fresh(api):
-    api.clear_faults()
-    api.clear_requests()
-    return api
-
-
 class Sleeps(list):
     def __call__(self, seconds: float) -> None:
         self.append(seconds)

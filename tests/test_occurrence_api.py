@@ -51,13 +51,6 @@ def api(synthetic):
         yield server
 
 
-@pytest.fixture
-def fresh(api):
-    api.clear_faults()
-    api.clear_requests()
-    return api
-
-
 def test_pages_through_every_page_and_keeps_only_the_media_type(fresh, synthetic):
     records, counters = run_source(ReadOccurrenceMedia({"speciesKey": 1}, api_url=fresh.base_url))
     stream_one = [synthetic.occurrence(i) for i in range(1000)]

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_GCE_CHECK", "True")
-os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
-os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
+from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV  # noqa: E402  (stdlib only: safe before the env is set)
+
+os.environ.update(NO_METADATA_ENV)
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402

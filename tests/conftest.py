@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV  # stdlib only: safe before the env is set
+
 # Google's auth libraries probe the GCE metadata server when looking for credentials; point
 # them at a closed loopback port so no test ever sends traffic off the machine.
-os.environ.setdefault("NO_GCE_CHECK", "True")
-os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
-os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
-os.environ.setdefault("CLOUDSDK_CORE_CHECK_GCE_METADATA", "false")
+os.environ.update(NO_METADATA_ENV)
 
 SHARED_DATA = Path(os.environ.get("BEAM_GBIF_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

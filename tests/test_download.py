@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.download.fetch import DownloadMedia
+from beam_gbif.download.hosts import shard_of
 from beam_gbif.download.safety import AllowOnly
 from beam_gbif.options import OptionError
 from beam_gbif.records import MediaRecord, Status
@@ -227,13 +228,18 @@ def test_per_host_concurrency_holds(tmp_path):
 @pytest.mark.timeout(60)
 def test_per_host_rate_holds(media, tmp_path):
     media.reset_hits()
-    records = [record(media.url(f"rate{i}"), key=i) for i in range(12)]
+    # Three URLs in each of the host's 4 shards: the case where shards firing together would burst.
+    urls = [media.url(f"rate{i}") for i in range(200)]
+    urls = [url for shard in range(4) for url in [u for u in urls if shard_of(u, 4) == shard][:3]]
+    records = [record(url, key=i) for i, url in enumerate(urls)]
     transform = DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, per_host_concurrency=4, per_host_rate=10)
     run_download(records, transform, tmp_path)
     times = sorted(t for t, _ in media.hit_times)
     assert len(times) == 12
-    # 4 shards at 2.5 requests/s each: at most ~10 requests/s for the host.
-    assert (len(times) - 1) / (times[-1] - times[0]) <= 10 * 1.2
+    # 4 shards at 2.5 requests/s each, interleaved: ~10 requests/s for the host, and no burst
+    # at the start (all four shards firing at once would put 12 requests in the first second).
+    assert (len(times) - 1) / (times[-1] - times[0]) <= 10 * 1.1
+    assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) <= 11
 
 
 @pytest.mark.timeout(60)

@@ -170,7 +170,7 @@ class _Engine:
         if gate is None:
             shard = key[1]
             gate = self.gates[key] = ShardGate(shard_share(self.settings.per_host_concurrency, self.shards, shard),
-                                               self.settings.per_host_rate / self.shards)
+                                               self.settings.per_host_rate / self.shards, phase=shard / self.shards)
         breaker = self.breakers.get(key[0])
         if breaker is None:
             s = self.settings

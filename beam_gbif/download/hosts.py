@@ -47,16 +47,23 @@ def shard_share(total: int, shards: int, shard: int) -> int:
 
 
 class RateLimiter:
-    """Spaces requests ``1/rate`` seconds apart (no bursts); rate 0 means unlimited."""
+    """Spaces requests ``1/rate`` seconds apart (no bursts); rate 0 means unlimited.
 
-    def __init__(self, rate: float) -> None:
+    ``phase`` (a fraction of the interval) delays the first request, so that the shards of one
+    host, started together, interleave instead of all firing at once.
+    """
+
+    def __init__(self, rate: float, phase: float = 0.0) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = 0.0
+        self._phase = phase
+        self._next: float | None = None
 
     async def wait(self) -> None:
         if not self.interval:
             return
         now = time.monotonic()
+        if self._next is None:
+            self._next = now + self._phase * self.interval
         start = max(now, self._next)
         self._next = start + self.interval
         if start > now:
@@ -94,6 +101,6 @@ class CircuitBreaker:
 class ShardGate:
     """The concurrency and rate limits of one (host, shard), used inside the download event loop."""
 
-    def __init__(self, concurrency: int, rate: float) -> None:
+    def __init__(self, concurrency: int, rate: float, phase: float = 0.0) -> None:
         self.semaphore = asyncio.Semaphore(max(1, concurrency))
-        self.rate = RateLimiter(rate)
+        self.rate = RateLimiter(rate, phase)

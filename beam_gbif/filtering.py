@@ -9,8 +9,9 @@ from apache_beam.metrics import Metrics
 
 from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.options import GbifMediaOptions, OptionError, parse_csv_list
-from beam_gbif.records import MediaRecord
+from beam_gbif.records import MediaRecord, MediaRecordCoder
 from beam_gbif.sources.media_items import EXCLUDED_BY_LICENSE
+from beam_gbif.spill import GroupByKeyOnDisk, scratch_dir_for
 
 DUPLICATE_URLS = "duplicate_urls"
 
@@ -46,11 +47,18 @@ class _CountDuplicates(beam.DoFn):
 
 
 class DeduplicateUrls(beam.PTransform):
-    """Identical URLs are one file: keep the record with the lowest occurrence key."""
+    """Identical URLs are one file: keep the record with the lowest occurrence key.
+
+    With a ``scratch_dir`` (local runners) the grouping spills to disk, so memory does not grow with the input.
+    """
+
+    def __init__(self, scratch_dir: str | None = None):
+        super().__init__()
+        self._group_by_url = GroupByKeyOnDisk(scratch_dir, value_coder=MediaRecordCoder())
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         keyed = records | "KeyByUrl" >> beam.Map(lambda r: (r.url, r))
-        return keyed | "GroupByUrl" >> beam.GroupByKey() | "KeepLowestOccurrence" >> beam.ParDo(_CountDuplicates())
+        return keyed | "GroupByUrl" >> self._group_by_url | "KeepLowestOccurrence" >> beam.ParDo(_CountDuplicates())
 
 
 class FilterMedia(beam.PTransform):
@@ -61,9 +69,10 @@ class FilterMedia(beam.PTransform):
     the guarantee for every source (a URL list included), a set lookup per record.
     """
 
-    def __init__(self, licenses: Iterable[str] = ()):
+    def __init__(self, licenses: Iterable[str] = (), scratch_dir: str | None = None):
         super().__init__()
         self._licenses = frozenset(licenses)
+        self._scratch_dir = scratch_dir
 
     @classmethod
     def from_options(cls, options: GbifMediaOptions) -> FilterMedia:
@@ -73,9 +82,9 @@ class FilterMedia(beam.PTransform):
         unknown = [code for code in codes if code not in KNOWN_LICENSE_CODES]
         if unknown:
             raise OptionError(f"--licenses: unknown licence code(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_LICENSE_CODES))}")
-        return cls(codes)
+        return cls(codes, scratch_dir=scratch_dir_for(options))
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         if self._licenses:
             records = records | "KeepLicenses" >> beam.ParDo(_KeepLicenses(self._licenses))
-        return records | "DeduplicateUrls" >> DeduplicateUrls()
+        return records | "DeduplicateUrls" >> DeduplicateUrls(self._scratch_dir)

@@ -23,10 +23,11 @@ from apache_beam.metrics import Metrics
 
 from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.options import GbifMediaOptions
-from beam_gbif.records import MediaRecord
+from beam_gbif.records import MediaRecord, MediaRecordCoder
 from beam_gbif.sampling_bounded import BoundedBalancedSampleFn, outcome_figures
 from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE, LowestQuotaFn, LowestRankedFn, ranked
 from beam_gbif.sampling_quotas import Stream, compute_quotas, validate_sampling_options
+from beam_gbif.spill import HoldOnDisk, scratch_dir_for
 
 __all__ = ["SampleStreams", "OneMediaPerOccurrence", "compute_quotas", "stream_stats_rows"]
 
@@ -174,9 +175,9 @@ class SampleStreams(beam.PTransform):
       combiner that drops records as soon as they can no longer be selected; no runner has to
       hold the input, but the final merge holds the O(nb_samples) selected records.
     - ``"two_pass"`` (``-1``, weighted, larger samples): count every stream, then keep the lowest
-      quota_i per stream with a per-stream combiner (memory O(quota) per key); the runner keeps
-      the input until the counts are known (on Dataflow, in its shuffle; on the FnApiRunner, in
-      memory).
+      quota_i per stream with a per-stream combiner (memory O(quota) per key); the input is kept
+      until the counts are known (on Dataflow, in its shuffle; with a ``scratch_dir``, the local
+      runners' setting, in files: beam_gbif.spill.HoldOnDisk).
 
     A per-stream cap alone needs no counts (a per-stream combiner of the cap, one pass); no
     sampling option at all selects everything without a shuffle.
@@ -195,8 +196,10 @@ class SampleStreams(beam.PTransform):
         one_media_per_occurrence: bool = True,
         seed: int = 0,
         strategy: str = AUTO,
+        scratch_dir: str | None = None,
     ):
         super().__init__()
+        self._scratch_dir = scratch_dir
         validate_sampling_options(nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted)
         self._nb_samples = nb_samples
         self._cap = nb_samples_per_stream
@@ -216,6 +219,7 @@ class SampleStreams(beam.PTransform):
             # media are together, no shuffle needed); a URL list is taken as given.
             one_media_per_occurrence=False,
             seed=options.seed,
+            scratch_dir=scratch_dir_for(options),
         )
 
     def _choose_strategy(self, strategy: str) -> str:
@@ -257,7 +261,8 @@ class SampleStreams(beam.PTransform):
         availability = records | "CountPerStream" >> _CountPerStream()
         quotas = availability | "ComputeQuotas" >> beam.Map(self._quota_rule())
         if self.strategy == TWO_PASS:
-            selected = records | "KeepQuotas" >> _KeepLowestPerStream(self._seed, quotas=quotas)
+            held = records | "HoldUntilQuotas" >> HoldOnDisk(self._scratch_dir, MediaRecordCoder(), until=quotas)
+            selected = held | "KeepQuotas" >> _KeepLowestPerStream(self._seed, quotas=quotas)
         elif self.strategy == CAP_ONLY:
             # A cap alone needs no counts: min(available, cap) is the lowest `cap` ranks.
             selected = records | "KeepCap" >> _KeepLowestPerStream(self._seed, fixed_quota=self._cap)

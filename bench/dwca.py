@@ -5,8 +5,9 @@
     python bench/dwca.py --multi_processing    # also the 2-worker runner
 
 For each archive size it runs, each in its own process so peak RSS is that run's alone:
-  * beam-gbif: ReadDwcaMedia (extract into a fresh cache, parallel text reads, join by gbifID)
-    -> FilterMedia -> SampleStreams (500 per stream, streams = datasetKey), on the FnApiRunner;
+  * beam-gbif: ReadDwcaMedia (extract into a fresh cache, parallel text reads, join by gbifID
+    through the on-disk shuffle of local runs) -> FilterMedia -> SampleStreams (500 per stream,
+    streams = datasetKey), on the FnApiRunner;
   * python-dwca-reader: DwCAReader iterating core rows with their extensions in one process and
     building (url, label) for every StillImage, as gbif-dl's dwca.generate_urls does.
 python-dwca-reader is installed into a venv under /tmp when it is not importable.
@@ -41,7 +42,13 @@ def _count_sampled(record: object) -> None:
     Metrics.counter("bench", "sampled").inc()
 
 
-def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bool = False) -> dict:
+SAMPLING_ARGS = {
+    "cap": ["--nb_samples_per_stream=500"],  # one pass, a per-stream combiner
+    "weighted": ["--nb_samples=10000", "--weighted_streams"],  # two passes: count every stream, then select
+}
+
+
+def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bool = False, sampling: str = "cap") -> dict:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -52,7 +59,7 @@ def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bo
     from beam_gbif.stats import metric_counters
 
     argv = ["--runner=FnApiRunner", f"--dwca={archive}", f"--dwca_root_path={cache}", "--label=speciesKey",
-            "--split_streams_by=datasetKey", "--nb_samples_per_stream=500", "--seed=1", "--output=/tmp/unused"]
+            "--split_streams_by=datasetKey", *SAMPLING_ARGS[sampling], "--seed=1", "--output=/tmp/unused"]
     if multi_processing:
         argv += ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     options = PipelineOptions(normalize_argv(argv))
@@ -116,14 +123,13 @@ def _available_mb() -> float:
     return int(fields["MemAvailable"].split()[0]) / 1024
 
 
-def _needed_mb(occurrences: int) -> float:
-    # Measured: the FnApiRunner holds every shuffled element in memory, ~4.5 KB per occurrence
-    # end to end (1.5 media rows each) on top of ~300 MB for Beam itself.
-    return 300 + occurrences * 4.5 / 1024
+# The join and the URL de-duplication spill to disk on local runners (beam_gbif.spill), so a run
+# needs about the same memory at any archive size: measured ~260 MB in-process, ~300 MB per worker.
+NEEDED_MB = 600
 
 
-def _enough_memory(occurrences: int) -> bool:
-    return _needed_mb(occurrences) < 0.7 * _available_mb()
+def _enough_memory() -> bool:
+    return NEEDED_MB < 0.7 * _available_mb()
 
 
 def _run_child(python: str, args: list[str]) -> dict:
@@ -144,17 +150,19 @@ def main() -> None:
     parser.add_argument("--small_factor", type=int, default=10)
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "beam-gbif-bench-dwca"))
     parser.add_argument("--multi_processing", action="store_true", help="also run beam-gbif with 2 worker processes")
-    parser.add_argument("--multi_processing_max_occurrences", type=int, default=500_000,
-                        help="skip the 2-worker run above this size (its runner and workers each buffer whole bundles)")
+    parser.add_argument("--multi_processing_max_occurrences", type=int, default=2_000_000,
+                        help="skip the 2-worker run (and the --source_only run) above this many occurrences")
     parser.add_argument("--skip_reader", action="store_true")
     parser.add_argument("--source_only", action="store_true",
                         help="also time ReadDwcaMedia alone (no filter/sampling) at sizes up to --multi_processing_max_occurrences")
+    parser.add_argument("--sampling", choices=sorted(SAMPLING_ARGS), default="cap",
+                        help="cap: 500 per stream (one pass); weighted: 10,000 in proportion to stream sizes (count, then select)")
     parser.add_argument("--child", choices=["beam", "reader"], help=argparse.SUPPRESS)
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "beam":
-        print(json.dumps(child_beam(args.archive, args.cache, args.multi_processing, args.source_only)))
+        print(json.dumps(child_beam(args.archive, args.cache, args.multi_processing, args.source_only, args.sampling)))
         return
     if args.child == "reader":
         print(json.dumps(child_reader(args.archive)))
@@ -177,8 +185,8 @@ def main() -> None:
         print(f"archive {archive.name}: {summary.bytes / 1e6:.0f} MB zip, {summary.still_images_with_url} StillImage rows "
               f"(written in {time.monotonic() - started:.0f} s)", flush=True)
         runs = [("beam-gbif FnApiRunner in-process", ["--child", "beam"])]
-        if not _enough_memory(occurrences):
-            print(f"  skipping beam-gbif at {occurrences:,} occurrences: about {_needed_mb(occurrences):,.0f} MB needed, "
+        if not _enough_memory():
+            print(f"  skipping beam-gbif at {occurrences:,} occurrences: about {NEEDED_MB:,.0f} MB needed, "
                   f"{_available_mb():,.0f} MB available", flush=True)
             runs = []
         if runs and args.source_only and occurrences <= args.multi_processing_max_occurrences:
@@ -187,7 +195,7 @@ def main() -> None:
             runs.append(("beam-gbif FnApiRunner 2 worker processes", ["--child", "beam", "--multi_processing"]))
         for name, child_args in runs:
             with tempfile.TemporaryDirectory(dir=workdir) as cache:
-                result = _run_child(sys.executable, [*child_args, "--archive", str(archive), "--cache", cache])
+                result = _run_child(sys.executable, [*child_args, "--sampling", args.sampling, "--archive", str(archive), "--cache", cache])
             rows.append((occurrences, media, name, summary.still_images_with_url, result))
             print(f"  {name}: {json.dumps(result)}", flush=True)
         if reader:

@@ -107,6 +107,10 @@ def test_dataflow_runner_translates_every_source_offline(translation: dict[str, 
         for stage in STAGES:
             assert stage in report["transforms"], f"{name}: {stage} missing from the Dataflow job"
         assert "WriteManifest/Stats/WriteStatsJson" in report["transforms"]
+        # Dataflow workers share no disk: their joins and de-duplication use Dataflow's own shuffle.
+        assert not [t for t in report["transforms"] if "SpillToBuckets" in t], name
+        shuffles = {"FilterMedia/DeduplicateUrls/GroupByUrl/GroupByKey", "DownloadMedia/GroupByHostShard/GroupByKey"}
+        assert shuffles <= set(report["transforms"]), name
 
 
 def test_translation_ran_without_network_and_submitted_nothing(translation: dict[str, Any]) -> None:

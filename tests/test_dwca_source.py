@@ -126,14 +126,18 @@ def test_from_options_and_archive_citation(real_zip, tmp_path):
 def test_same_records_with_two_worker_processes(tmp_path):
     summary = write_synthetic_dwca(tmp_path / "synthetic.zip", occurrences=2000, media=3000, seed=3)
 
-    def source() -> ReadDwcaMedia:
-        return ReadDwcaMedia(str(summary.path), cache_root=str(tmp_path / "cache"), label_field="speciesKey", stream_fields=["datasetKey"])
+    def source(scratch_dir: Path | None = None) -> ReadDwcaMedia:
+        return ReadDwcaMedia(str(summary.path), cache_root=str(tmp_path / "cache"), label_field="speciesKey", stream_fields=["datasetKey"],
+                             scratch_dir=None if scratch_dir is None else str(scratch_dir))
 
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     in_memory, _ = run_source(source(), tmp_path / "one")
     forget_prepared_archives()
-    multi, counters = run_source(source(), tmp_path / "two", ("--direct_num_workers=2", "--direct_running_mode=multi_processing"))
+    # The two workers join through the on-disk shuffle that local runs use (the first run, through Beam's GroupByKey).
+    multi, counters = run_source(source(tmp_path / "spill"), tmp_path / "two",
+                                 ("--direct_num_workers=2", "--direct_running_mode=multi_processing"))
+    assert list((tmp_path / "spill").iterdir()) == []
     assert len(in_memory) == summary.still_images_with_url
     assert sorted(multi, key=lambda r: r.url) == sorted(in_memory, key=lambda r: r.url)
     assert counters[DROPPED_NO_MEDIA] == 2000 - summary.occurrences_with_media

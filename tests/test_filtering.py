@@ -17,10 +17,11 @@ def _record(url: str, key: int, code: str = "CC0_1_0") -> MediaRecord:
     return MediaRecord(url=url, label="1", occurrence_key=key, license_code=code)
 
 
-def test_duplicate_urls_keep_the_lowest_occurrence_key():
+@pytest.mark.parametrize("spill", [False, True], ids=["group_by_key", "on_disk"])
+def test_duplicate_urls_keep_the_lowest_occurrence_key(spill, tmp_path):
     records = [_record("http://h/a.jpg", 9), _record("http://h/a.jpg", 3), _record("http://h/a.jpg", 5), _record("http://h/b.jpg", 7)]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
-        kept = pipeline | beam.Create(records) | FilterMedia()
+        kept = pipeline | beam.Create(records) | FilterMedia(scratch_dir=str(tmp_path) if spill else None)
         assert_that(kept | beam.Map(lambda r: (r.url, r.occurrence_key)), equal_to([("http://h/a.jpg", 3), ("http://h/b.jpg", 7)]))
     counters = pipeline.result.metrics().query()["counters"]
     assert {c.key.metric.name: c.committed for c in counters}["duplicate_urls"] == 2

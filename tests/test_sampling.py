@@ -182,6 +182,18 @@ def test_empty_input_selects_nothing(tmp_path):
     assert run.urls == [] and run.stats == {}
 
 
+@pytest.mark.parametrize("mode", ["weighted", "largest-balanced"])
+def test_two_pass_held_on_disk_selects_the_same_records(mode, tmp_path):
+    args, _ = MODES[mode]
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    in_memory = Run(RECORDS, tmp_path, seed=7, **args)
+    on_disk = Run(RECORDS, tmp_path, seed=7, scratch_dir=str(spill), **args)
+    assert sorted(on_disk.urls) == sorted(in_memory.urls)
+    assert on_disk.stats == in_memory.stats
+    assert list(spill.iterdir()) == [], "held records left on disk"
+
+
 def test_from_options_reads_the_flags():
     options = PipelineOptions(["--nb_samples=50", "--nb_samples_per_stream=9", "--all_media", "--seed=4"]).view_as(GbifMediaOptions)
     sampler = SampleStreams.from_options(options)
@@ -198,7 +210,8 @@ def test_from_options_reads_the_flags():
 @pytest.mark.parametrize("args", [{"nb_samples": 100}, {"nb_samples": -1}], ids=["bounded", "two-pass"])
 def test_two_worker_processes_select_the_same_records(args, tmp_path):
     in_process = Run(RECORDS, tmp_path, seed=21, **args)
-    two_workers = Run(RECORDS, tmp_path, ["--direct_num_workers=2", "--direct_running_mode=multi_processing"], seed=21, **args)
+    two_workers = Run(RECORDS, tmp_path, ["--direct_num_workers=2", "--direct_running_mode=multi_processing"], seed=21,
+                      scratch_dir=str(tmp_path / "spill"), **args)
     assert sorted(two_workers.urls) == sorted(in_process.urls)
     assert two_workers.stats == in_process.stats
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import apache_beam as beam
+from apache_beam import coders
 from apache_beam.utils.windowed_value import WindowedValue
 from yarl import URL
 
@@ -32,7 +33,8 @@ from beam_gbif.download.sniff import MIME_BY_EXT, NotMedia, classify
 from beam_gbif.download.stores import Store, StoreError, is_temp_name, store_for, temp_target
 from beam_gbif.gbif.client import parse_retry_after
 from beam_gbif.options import OptionError
-from beam_gbif.records import MediaRecord, Status, safe_label_dir
+from beam_gbif.records import MediaRecord, MediaRecordCoder, Status, safe_label_dir
+from beam_gbif.spill import GroupByKeyOnDisk, scratch_dir_for
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_HTTP = frozenset({408, 425, 429})
@@ -401,10 +403,13 @@ class DownloadMedia(beam.PTransform):
     """
 
     def __init__(self, output: str, *, allow_private_hosts: bool = False, user_agent: str | None = None,
-                 address_policy: AddressPolicy | None = None, **settings: Any) -> None:
+                 address_policy: AddressPolicy | None = None, scratch_dir: str | None = None, **settings: Any) -> None:
         """``settings``: fields of ``DownloadSettings`` (max_concurrency, per_host_concurrency, per_host_rate, max_retries,
-        timeout, max_bytes, backoff_*, session_per_bundle, write_threads, fsync, progress_interval, circuit_*), with its defaults."""
+        timeout, max_bytes, backoff_*, session_per_bundle, write_threads, fsync, progress_interval, circuit_*), with its defaults.
+        ``scratch_dir``: the grouping by host shard spills there (local runners; see beam_gbif.spill)."""
         super().__init__()
+        host_shard_coder = coders.TupleCoder([coders.StrUtf8Coder(), coders.VarIntCoder()])
+        self._group_by_host_shard = GroupByKeyOnDisk(scratch_dir, key_coder=host_shard_coder, value_coder=MediaRecordCoder())
         if not output:
             raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
         try:
@@ -422,12 +427,13 @@ class DownloadMedia(beam.PTransform):
         opts = options.view_as(GbifMediaOptions)
         return cls(opts.output, max_concurrency=opts.max_concurrency, per_host_concurrency=opts.per_host_concurrency,
                    per_host_rate=opts.per_host_rate, max_retries=opts.max_retries, timeout=opts.timeout, max_bytes=opts.max_bytes,
-                   allow_private_hosts=bool(opts.allow_private_hosts), user_agent=http_user_agent(options))
+                   allow_private_hosts=bool(opts.allow_private_hosts), user_agent=http_user_agent(options),
+                   scratch_dir=scratch_dir_for(options))
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         shards = host_shards(self.settings.per_host_concurrency)
         return (records
                 | "KeyByHostShard" >> beam.Map(lambda r, n: (host_shard_key(r.url, n), r), shards).with_output_types(
                     tuple[tuple[str, int], MediaRecord])
-                | "GroupByHostShard" >> beam.GroupByKey()
+                | "GroupByHostShard" >> self._group_by_host_shard
                 | "Fetch" >> beam.ParDo(_DownloadFn(self.output, self.settings, self.policy)).with_output_types(MediaRecord))

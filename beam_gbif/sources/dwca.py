@@ -2,8 +2,9 @@
 
 The archive is resolved, cached and extracted at construction time (beam_gbif.dwca.archive);
 the occurrence core and the multimedia extension are then read as splittable text files,
-projected to the few columns needed and joined by gbifID with a CoGroupByKey, so no process
-ever holds the archive. The records are built by the same media_records() as the API source.
+projected to the few columns needed and joined by gbifID with a GroupByKey, so no process
+ever holds the archive (on local runners that GroupByKey spills to disk: beam_gbif.spill).
+The records are built by the same media_records() as the API source.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from beam_gbif.gbif.client import GbifClient
 from beam_gbif.options import DEFAULT_GBIF_API_URL, GbifMediaOptions, http_user_agent, parse_csv_list, runs_remotely
 from beam_gbif.records import MediaRecord
 from beam_gbif.sources.media_items import DROPPED_MEDIA_NO_URL, DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_MEDIA, media_records, media_type_of
+from beam_gbif.spill import GroupByKeyOnDisk, scratch_dir_for
 
 MALFORMED_OCCURRENCE_ROWS = "dwca_malformed_occurrence_rows"
 MALFORMED_MULTIMEDIA_ROWS = "dwca_malformed_multimedia_rows"
@@ -151,8 +153,10 @@ class ReadDwcaMedia(beam.PTransform):
         download_poll_seconds: float = 5.0,
         licenses: Sequence[str] = (),
         one_media_seed: int | None = None,
+        scratch_dir: str | None = None,
     ):
         super().__init__()
+        self._scratch_dir = scratch_dir
         self._licenses = frozenset(licenses)
         self._one_media_seed = one_media_seed
         if bool(dwca) == bool(download_predicate):
@@ -208,8 +212,7 @@ class ReadDwcaMedia(beam.PTransform):
                               prepared.archive.source, self._licenses, self._one_media_seed)
         return (
             (occurrences, media)
-            | "Rows" >> beam.Flatten()
-            | "JoinByGbifId" >> beam.GroupByKey()
+            | "JoinByGbifId" >> GroupByKeyOnDisk(self._scratch_dir, value_coder=coders.BytesCoder())
             | "BuildRecords" >> beam.ParDo(build).with_output_types(MediaRecord)
         )
 
@@ -231,6 +234,7 @@ def _constructor_arguments(options: GbifMediaOptions) -> dict[str, Any]:
         "download_predicate": options.gbif_download_predicate,
         "licenses": parse_csv_list(options.licenses),
         "one_media_seed": None if options.all_media else options.seed,
+        "scratch_dir": scratch_dir_for(options),
     }
 
 

@@ -26,10 +26,12 @@ from typing import Any
 
 import apache_beam as beam
 import fastavro
+from apache_beam import coders
 from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif.options import GbifMediaOptions, OptionError, require_shared_path, source_kind
-from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
+from beam_gbif.records import FIELD_NAMES, MediaRecord, MediaRecordCoder, Status
+from beam_gbif.spill import GroupByKeyOnDisk, scratch_dir_for
 from beam_gbif.stats import IN_DATASET, ComputeStats, finalize_stats, format_summary, join, metric_counters
 
 __all__ = ["WriteManifest", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema", "read_attribution"]
@@ -182,9 +184,11 @@ class CarryOverManifest(beam.PTransform):
     dataset: the rows that were fine are kept, and a URL in both keeps this run's result.
     """
 
-    def __init__(self, earlier_output: str):
+    def __init__(self, earlier_output: str, scratch_dir: str | None = None):
         super().__init__()
         self._pattern = manifest_pattern(earlier_output)
+        ranked_record = coders.TupleCoder([coders.VarIntCoder(), MediaRecordCoder()])
+        self._group_by_url = GroupByKeyOnDisk(scratch_dir, value_coder=ranked_record)
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         carried = (
@@ -194,12 +198,7 @@ class CarryOverManifest(beam.PTransform):
             | "TagCarried" >> beam.Map(_tag_carried)
         )
         current = results | "TagResults" >> beam.Map(_tag_result)
-        return (
-            (current, carried)
-            | "Together" >> beam.Flatten()
-            | "ByUrl" >> beam.GroupByKey()
-            | "PreferThisRun" >> beam.Map(_prefer_this_run)
-        )
+        return (current, carried) | "ByUrl" >> self._group_by_url | "PreferThisRun" >> beam.Map(_prefer_this_run)
 
 
 class WriteManifest(beam.PTransform):
@@ -216,8 +215,10 @@ class WriteManifest(beam.PTransform):
         run_id: str | None = None,
         carry_over_from: str | None = None,
         citations: Iterable[Mapping[str, Any]] = (),
+        scratch_dir: str | None = None,
     ):
         super().__init__()
+        self._scratch_dir = scratch_dir
         if not output:
             raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
         self._output = output
@@ -231,11 +232,11 @@ class WriteManifest(beam.PTransform):
         require_shared_path(opts, "output", opts.output)
         retry = opts.retry_failed_from
         carry = retry if retry and opts.output and same_root(retry, opts.output) else None
-        return cls(output=opts.output, carry_over_from=carry, citations=_download_citations(opts))
+        return cls(output=opts.output, carry_over_from=carry, citations=_download_citations(opts), scratch_dir=scratch_dir_for(opts))
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         if self._carry_over_from:
-            results = results | "CarryOver" >> CarryOverManifest(self._carry_over_from)
+            results = results | "CarryOver" >> CarryOverManifest(self._carry_over_from, self._scratch_dir)
         results | "Manifest" >> WriteManifestShards(self._output, self._run_id)
         results | "Attribution" >> WriteAttribution(self._output)
         return results | "Stats" >> ComputeStats(self._output, self._run_id, self._citations)

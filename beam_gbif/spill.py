@@ -1,4 +1,4 @@
-"""GroupByKeyOnDisk: a GroupByKey whose shuffle goes through local files, for local runners.
+"""Shuffles through local files for local runners: GroupByKeyOnDisk and HoldOnDisk.
 
 The FnApiRunner (the DirectRunner's engine) holds every element of a GroupByKey in memory, so
 joining a multi-GB Darwin Core Archive by gbifID, or de-duplicating its URLs, would need memory
@@ -8,8 +8,11 @@ bucket is grouped by a DoFn that re-partitions it on disk (a grace hash) until a
 ``max_bucket_bytes``. Peak memory is then bounded by that, whatever the input size; the values
 of a key too large for it are streamed from disk to the consumer.
 
+HoldOnDisk keeps a PCollection in files while a side input derived from it is computed (count
+per stream, then select), which the local runner would otherwise hold in memory meanwhile.
+
 On a remote runner (Dataflow) the shuffle is already external and worker disks are not shared:
-``scratch_dir=None`` makes this a plain GroupByKey.
+``scratch_dir=None`` makes them a plain GroupByKey and the identity.
 """
 
 from __future__ import annotations
@@ -54,6 +57,22 @@ def default_scratch_root() -> str:
 def scratch_dir_for(options: PipelineOptions) -> str | None:
     """The spill folder for this run's runner: None (a plain GroupByKey) when its workers are remote."""
     return None if runs_remotely(options) else default_scratch_root()
+
+
+def remove_spill_folders(pipeline: beam.Pipeline) -> list[str]:
+    """Removes what the pipeline's on-disk shuffles left (a failed or interrupted run); returns the folders removed."""
+    folders: list[str] = []
+
+    class _Folders(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node: Any) -> None:
+            folder = getattr(node.transform, "spill_folder", None)
+            if isinstance(node.transform, (GroupByKeyOnDisk, HoldOnDisk)) and folder and os.path.isdir(folder):
+                folders.append(folder)
+
+    pipeline.visit(_Folders())
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folders
 
 
 def _bucket_of(key: bytes, depth: int, buckets: int) -> int:
@@ -227,7 +246,7 @@ class GroupByKeyOnDisk(beam.PTransform):
         super().__init__()
         if buckets < 1 or max_bucket_bytes < 1:
             raise ValueError(f"buckets and max_bucket_bytes must be positive, not {buckets} and {max_bucket_bytes}")
-        self._folder = None if scratch_dir is None else os.path.join(scratch_dir, uuid.uuid4().hex)
+        self.spill_folder = None if scratch_dir is None else os.path.join(scratch_dir, uuid.uuid4().hex)
         self._key_coder = key_coder or coders.StrUtf8Coder()
         self._value_coder = value_coder or coders.PickleCoder()
         self._buckets = buckets
@@ -237,9 +256,9 @@ class GroupByKeyOnDisk(beam.PTransform):
         # Several inputs are grouped together, as if flattened first. Each is spilled on its own:
         # the FnApiRunner materialises a Flatten whose inputs come from different stages.
         inputs = tuple(pairs) if isinstance(pairs, (tuple, list)) else (pairs,)
-        if self._folder is None:
+        if self.spill_folder is None:
             return inputs | "Flatten" >> beam.Flatten() | "GroupByKey" >> beam.GroupByKey()
-        spill = _SpillBuckets(self._folder, self._buckets, self._key_coder, self._value_coder)
+        spill = _SpillBuckets(self.spill_folder, self._buckets, self._key_coder, self._value_coder)
         group = _GroupBuckets(self._max_bucket_bytes, self._key_coder, self._value_coder)
         files = [pcoll | f"SpillToBuckets{index or ''}" >> beam.ParDo(spill) for index, pcoll in enumerate(inputs)]
         return files | "Flatten" >> beam.Flatten() | "FilesPerBucket" >> beam.GroupByKey() | "GroupEachBucket" >> beam.ParDo(group)
@@ -289,14 +308,14 @@ class HoldOnDisk(beam.PTransform):
 
     def __init__(self, scratch_dir: str | None, coder: coders.Coder, *, until: beam.PCollection):
         super().__init__()
-        self._folder = None if scratch_dir is None else os.path.join(scratch_dir, uuid.uuid4().hex)
+        self.spill_folder = None if scratch_dir is None else os.path.join(scratch_dir, uuid.uuid4().hex)
         self._coder = coder
         self._until = until
 
     def expand(self, elements: beam.PCollection) -> beam.PCollection:
-        if self._folder is None:
+        if self.spill_folder is None:
             return elements
         return (elements
-                | "SpillToFiles" >> beam.ParDo(_SpillValues(self._folder, self._coder))
+                | "SpillToFiles" >> beam.ParDo(_SpillValues(self.spill_folder, self._coder))
                 | "ReadBack" >> beam.ParDo(_ReadBack(self._coder), until=beam.pvalue.AsIter(self._until))
                 .with_output_types(elements.element_type))

@@ -25,6 +25,7 @@ from beam_gbif.sampling import SampleStreams
 from beam_gbif.sources.dwca import ReadDwcaMedia
 from beam_gbif.sources.occurrence_api import ReadOccurrenceMedia
 from beam_gbif.sources.url_list import ReadUrlList
+from beam_gbif.spill import remove_spill_folders
 from beam_gbif.splits import AssignSplits
 from beam_gbif.stats import finalize_stats, format_summary, metric_counters
 
@@ -131,6 +132,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a runner wraps the cause; name it in one line
         print(f"beam-gbif: error: the pipeline failed: {_root_cause(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if not runs_remotely(options):
+            remove_spill_folders(pipeline)
     stats = finalize_stats(opts.output, metric_counters(result), time.monotonic() - started)
     print(format_summary(stats))
     return 0 if result.state == PipelineState.DONE else 1

@@ -85,7 +85,8 @@ def graph_instances(tmp_path_factory: pytest.TempPathFactory, shared_data: Path)
     ]
     _write_earlier_manifest(folder / "earlier")
     api = FakeGbifApi(SyntheticOccurrences([5352251], ["ds-a"], per_stream=5, media_base_url="http://127.0.0.1:9")).start()
-    argvs.append([f"--gbif_api_url={api.base_url}", '--query={"speciesKey": [5352251]}', "--label=speciesKey", "--per_host_rate=2"])
+    argvs.append([f"--gbif_api_url={api.base_url}", '--query={"speciesKey": [5352251]}', "--label=speciesKey", "--per_host_rate=2",
+                  "--weighted_streams"])  # two-pass sampling: its records wait on disk
     instances: dict[str, list[Any]] = {}
     try:
         for argv in argvs:

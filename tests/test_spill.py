@@ -22,6 +22,7 @@ from beam_gbif.spill import (
     _entries,
     _GroupBuckets,
     default_scratch_root,
+    remove_spill_folders,
     scratch_dir_for,
 )
 from beam_gbif.stats import metric_counters
@@ -162,3 +163,19 @@ def test_a_local_dwca_job_joins_and_deduplicates_on_disk(real_zip: Path, tmp_pat
     build(pipeline, weighted)
     labels = {transform.unique_name for transform in pipeline.to_runner_api().components.transforms.values()}
     assert "SampleStreams/HoldUntilQuotas/SpillToFiles" in labels
+
+
+def _fail_on_the_first_group(group: tuple[str, list[bytes]]) -> None:
+    raise RuntimeError("a consumer fails halfway")
+
+
+def test_a_failed_run_leaves_its_spill_files_until_they_are_removed(tmp_path: Path) -> None:
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    grouped = pipeline | beam.Create(_pairs(500, keys=40, seed=8)) | GroupByKeyOnDisk(str(tmp_path), value_coder=coders.BytesCoder())
+    _ = grouped | beam.Map(_fail_on_the_first_group)
+    with pytest.raises(Exception, match="a consumer fails halfway"):
+        pipeline.run().wait_until_finish()
+    left = list(tmp_path.iterdir())
+    assert left, "the failure happened after the spill: its files are still there"
+    assert remove_spill_folders(pipeline) == [str(left[0])]
+    assert list(tmp_path.iterdir()) == []

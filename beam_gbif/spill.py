@@ -18,6 +18,7 @@ On a remote runner (Dataflow) the shuffle is already external and worker disks a
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import shutil
@@ -36,6 +37,8 @@ from apache_beam.transforms.window import GlobalWindows
 
 from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.options import runs_remotely
+
+_LOG = logging.getLogger(__name__)
 
 SPILL_REPARTITIONS = "spill_repartitions"
 SPILL_STREAMED_PARTS = "spill_streamed_parts"
@@ -57,6 +60,19 @@ def default_scratch_root() -> str:
 def scratch_dir_for(options: PipelineOptions) -> str | None:
     """The spill folder for this run's runner: None (a plain GroupByKey) when its workers are remote."""
     return None if runs_remotely(options) else default_scratch_root()
+
+
+def warn_if_short_of_space(scratch_dir: str, expected_bytes: int, what: str) -> bool:
+    """Logs a warning (and returns True) when the spill folder's disk has less free space than expected_bytes."""
+    existing = scratch_dir
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if free >= expected_bytes:
+        return False
+    _LOG.warning("%s shuffles through %s, which has %.1f GB free; it may need about %.1f GB (set TMPDIR to a larger disk)",
+                 what, scratch_dir, free / 1e9, expected_bytes / 1e9)
+    return True
 
 
 def remove_spill_folders(pipeline: beam.Pipeline) -> list[str]:

@@ -24,6 +24,7 @@ from beam_gbif.spill import (
     default_scratch_root,
     remove_spill_folders,
     scratch_dir_for,
+    warn_if_short_of_space,
 )
 from beam_gbif.stats import metric_counters
 from pipelines.gbif_media import build, make_options
@@ -179,3 +180,26 @@ def test_a_failed_run_leaves_its_spill_files_until_they_are_removed(tmp_path: Pa
     assert left, "the failure happened after the spill: its files are still there"
     assert remove_spill_folders(pipeline) == [str(left[0])]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_short_of_space_is_a_warning_naming_the_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    not_yet_created = tmp_path / "spill" / "run"
+    assert warn_if_short_of_space(str(not_yet_created), 0, "reading x.zip") is False
+    assert warn_if_short_of_space(str(not_yet_created), 10**18, "reading x.zip") is True
+    assert f"reading x.zip shuffles through {not_yet_created}" in caplog.text and "set TMPDIR" in caplog.text
+
+
+@pytest.mark.usefixtures("fresh_dwca_memo")
+def test_a_dwca_read_checks_the_spill_folder_has_room(real_zip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from beam_gbif.sources import dwca
+
+    def apply_source() -> None:
+        source = dwca.ReadDwcaMedia(str(real_zip), cache_root=str(tmp_path / "cache"), scratch_dir=str(tmp_path / "spill"))
+        _ = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) | source
+
+    apply_source()
+    assert "shuffles through" not in caplog.text
+    monkeypatch.setattr(dwca, "_SPILL_PER_EXTRACTED_BYTE", 10**15)  # the real archive now "needs" more than any disk
+    apply_source()
+    assert f"shuffles through {tmp_path / 'spill'}" in caplog.text

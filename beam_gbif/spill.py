@@ -50,6 +50,9 @@ _READ_BUFFER_BYTES = 1024 * 1024
 # that kept more than _UNSPLIT of its parent's bytes, has its values streamed from disk instead.
 _MAX_DEPTH = 6
 _UNSPLIT = 0.75
+# Files open at once while re-partitioning (well under the usual limit of 1,024 descriptors);
+# a part still too large after that is split again one level down.
+_MAX_PARTS = 256
 
 
 def default_scratch_root() -> str:
@@ -192,7 +195,7 @@ class _GroupBuckets(beam.DoFn):
             # Re-partitioning no longer splits it: a few keys hold most of it, so their values stay on disk.
             yield from self._group_streamed(paths)
             return
-        parts = max(2, 2 * math.ceil(size / self._max_bytes))
+        parts = min(_MAX_PARTS, max(2, 2 * math.ceil(size / self._max_bytes)))
         self._repartitions.inc()
         files = _BucketFiles(os.path.join(os.path.dirname(paths[0]), f"part-{uuid.uuid4().hex}"), parts, depth + 1)
         try:

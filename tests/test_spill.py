@@ -69,6 +69,14 @@ def test_buckets_larger_than_the_limit_are_repartitioned_on_disk(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_bucket_needing_more_parts_than_files_open_at_once_is_split_again(tmp_path: Path) -> None:
+    # One ~165 KB bucket at 256 bytes a part would need ~1,300 parts: 256 are opened, each then split again.
+    pairs = _pairs(5000, keys=4000, seed=9)
+    counters = _run([pairs], GroupByKeyOnDisk(str(tmp_path), value_coder=coders.BytesCoder(), buckets=1, max_bucket_bytes=256))
+    assert counters[SPILL_REPARTITIONS] > 1 + 200  # the first split, then most of its 256 parts
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_one_key_larger_than_the_limit_is_one_group_streamed_from_disk(tmp_path: Path) -> None:
     pairs = [("hot", bytes([i % 256]) * 20) for i in range(3000)] + _pairs(500, keys=50, seed=3)
     counters = _run([pairs], GroupByKeyOnDisk(str(tmp_path), value_coder=coders.BytesCoder(), buckets=1, max_bucket_bytes=1024))

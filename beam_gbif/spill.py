@@ -35,7 +35,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_gbif import METRICS_NAMESPACE
+from beam_gbif import METRICS_NAMESPACE, cache_home
 from beam_gbif.options import runs_remotely
 
 _LOG = logging.getLogger(__name__)
@@ -55,9 +55,40 @@ _UNSPLIT = 0.75
 _MAX_PARTS = 256
 
 
+_IN_MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
 def default_scratch_root() -> str:
-    """Where local runs spill: the system temp folder (TMPDIR), shared by every worker process of this machine."""
-    return os.path.join(tempfile.gettempdir(), "beam-gbif-spill")
+    """Where local runs spill: the system temp folder (TMPDIR), shared by every worker process of this machine.
+
+    Where that folder is in memory (a tmpfs /tmp, as on Fedora or Arch), spilling to it would
+    only move the memory: the beam-gbif cache folder on disk is used instead.
+    """
+    temp = tempfile.gettempdir()
+    if filesystem_type(temp) in _IN_MEMORY_FILESYSTEMS:
+        return os.path.join(cache_home(), "spill")
+    return os.path.join(temp, "beam-gbif-spill")
+
+
+def filesystem_type(path: str, mounts: str | None = None) -> str:
+    """The type of the file system holding ``path`` ("ext4", "tmpfs", ...), from /proc/mounts; "" when unknown."""
+    if mounts is None:
+        try:
+            with open("/proc/mounts", encoding="utf-8") as table:
+                mounts = table.read()
+        except OSError:
+            return ""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, kind = mount_point, fields[2]
+    return kind
 
 
 def scratch_dir_for(options: PipelineOptions) -> str | None:
@@ -73,7 +104,8 @@ def warn_if_short_of_space(scratch_dir: str, expected_bytes: int, what: str) -> 
     free = shutil.disk_usage(existing).free
     if free >= expected_bytes:
         return False
-    _LOG.warning("%s shuffles through %s, which has %.1f GB free; it may need about %.1f GB (set TMPDIR to a larger disk)",
+    _LOG.warning("%s shuffles through %s, which has %.1f GB free; it may need about %.1f GB "
+                 "(point TMPDIR, or BEAM_GBIF_CACHE if TMPDIR is in memory, at a larger disk)",
                  what, scratch_dir, free / 1e9, expected_bytes / 1e9)
     return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from beam_gbif.spill import (
     _entries,
     _GroupBuckets,
     default_scratch_root,
+    filesystem_type,
     remove_spill_folders,
     scratch_dir_for,
     warn_if_short_of_space,
@@ -194,7 +196,7 @@ def test_short_of_space_is_a_warning_naming_the_folder(tmp_path: Path, caplog: p
     not_yet_created = tmp_path / "spill" / "run"
     assert warn_if_short_of_space(str(not_yet_created), 0, "reading x.zip") is False
     assert warn_if_short_of_space(str(not_yet_created), 10**18, "reading x.zip") is True
-    assert f"reading x.zip shuffles through {not_yet_created}" in caplog.text and "set TMPDIR" in caplog.text
+    assert f"reading x.zip shuffles through {not_yet_created}" in caplog.text and "point TMPDIR" in caplog.text
 
 
 @pytest.mark.usefixtures("fresh_dwca_memo")
@@ -211,3 +213,28 @@ def test_a_dwca_read_checks_the_spill_folder_has_room(real_zip: Path, tmp_path: 
     monkeypatch.setattr(dwca, "_SPILL_PER_EXTRACTED_BYTE", 10**15)  # the real archive now "needs" more than any disk
     apply_source()
     assert f"shuffles through {tmp_path / 'spill'}" in caplog.text
+
+
+MOUNTS = """/dev/vda / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw,nosuid 0 0
+/dev/vdb /tmp/big\\040disk xfs rw 0 0
+proc /proc proc rw 0 0
+"""
+
+
+def test_filesystem_type_is_the_innermost_mount() -> None:
+    assert filesystem_type("/home/me/data", MOUNTS) == "ext4"
+    assert filesystem_type("/tmp", MOUNTS) == "tmpfs"
+    assert filesystem_type("/tmp/x/y", MOUNTS) == "tmpfs"
+    assert filesystem_type("/tmp/big disk/spill", MOUNTS) == "xfs"
+    assert filesystem_type("/tmpfoo", MOUNTS) == "ext4"  # a prefix of the name is not a parent folder
+
+
+def test_an_in_memory_temp_folder_is_not_used_for_spills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if filesystem_type("/dev/shm") != "tmpfs":
+        pytest.skip("this machine has no tmpfs at /dev/shm")
+    monkeypatch.setenv("BEAM_GBIF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", "/dev/shm")
+    assert default_scratch_root() == str(tmp_path / "cache" / "spill")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert default_scratch_root() == str(tmp_path / "beam-gbif-spill")

@@ -30,7 +30,7 @@ from zlib import error as ZlibError  # what a corrupt deflate stream raises
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_gbif import DEFAULT_USER_AGENT
+from beam_gbif import DEFAULT_USER_AGENT, cache_home
 from beam_gbif.dwca.meta import ArchiveMeta, DwcaError, DwcaFile, parse_meta, safe_member_name
 from beam_gbif.gbif.client import GbifApiError, GbifClient
 from beam_gbif.options import DEFAULT_GBIF_API_URL
@@ -49,10 +49,7 @@ UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 
 def default_cache_root() -> str:
     """``$BEAM_GBIF_CACHE/dwca``, else ``$XDG_CACHE_HOME/beam-gbif/dwca``, else ``~/.cache/beam-gbif/dwca``."""
-    if os.environ.get("BEAM_GBIF_CACHE"):
-        return os.path.join(os.environ["BEAM_GBIF_CACHE"], "dwca")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "beam-gbif", "dwca")
+    return os.path.join(cache_home(), "dwca")
 
 
 def classify_spec(spec: str) -> tuple[str, str]:

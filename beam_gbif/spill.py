@@ -312,7 +312,10 @@ class GroupByKeyOnDisk(beam.PTransform):
         spill = _SpillBuckets(self.spill_folder, self._buckets, self._key_coder, self._value_coder)
         group = _GroupBuckets(self._max_bucket_bytes, self._key_coder, self._value_coder)
         files = [pcoll | f"SpillToBuckets{index or ''}" >> beam.ParDo(spill) for index, pcoll in enumerate(inputs)]
-        return files | "Flatten" >> beam.Flatten() | "FilesPerBucket" >> beam.GroupByKey() | "GroupEachBucket" >> beam.ParDo(group)
+        # Typed as (key, iterable): should a runner ever encode the groups, an IterableCoder reads
+        # streamed values while their files still exist, instead of pickling a reference to them.
+        grouped = beam.ParDo(group).with_output_types(tuple[Any, Iterable[Any]])
+        return files | "Flatten" >> beam.Flatten() | "FilesPerBucket" >> beam.GroupByKey() | "GroupEachBucket" >> grouped
 
 
 class _SpillValues(beam.DoFn):

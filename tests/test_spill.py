@@ -238,3 +238,15 @@ def test_an_in_memory_temp_folder_is_not_used_for_spills(tmp_path: Path, monkeyp
     assert default_scratch_root() == str(tmp_path / "cache" / "spill")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert default_scratch_root() == str(tmp_path / "beam-gbif-spill")
+
+
+def test_streamed_groups_survive_a_stage_boundary(tmp_path: Path) -> None:
+    # A Reshuffle makes the runner encode the groups between stages: a streamed group must be
+    # read then, while its spill files still exist, not pickled as a reference to them.
+    pairs = [("hot", bytes([i % 256]) * 20) for i in range(3000)] + _pairs(300, keys=30, seed=10)
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+        grouped = pipeline | beam.Create(pairs) | GroupByKeyOnDisk(str(tmp_path), value_coder=coders.BytesCoder(), buckets=1,
+                                                                   max_bucket_bytes=1024)
+        sorted_groups = grouped | beam.Reshuffle() | beam.MapTuple(lambda key, values: (key, sorted(values)))
+        assert_that(sorted_groups, equal_to(_expected(pairs)))
+    assert list(tmp_path.iterdir()) == []

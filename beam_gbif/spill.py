@@ -116,9 +116,9 @@ def remove_spill_folders(pipeline: beam.Pipeline) -> list[str]:
 
     class _Folders(beam.pipeline.PipelineVisitor):
         def enter_composite_transform(self, node: Any) -> None:
-            folder = getattr(node.transform, "spill_folder", None)
-            if isinstance(node.transform, (GroupByKeyOnDisk, HoldOnDisk)) and folder and os.path.isdir(folder):
-                folders.append(folder)
+            transform = node.transform
+            if isinstance(transform, (GroupByKeyOnDisk, HoldOnDisk)) and transform.spill_folder and os.path.isdir(transform.spill_folder):
+                folders.append(transform.spill_folder)
 
     pipeline.visit(_Folders())
     for folder in folders:
@@ -209,14 +209,9 @@ class _GroupBuckets(beam.DoFn):
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[Any, Iterable[Any]]]:
         _, paths = element
         paths = sorted(paths)
-        missing = [path for path in paths if not os.path.exists(path)]
-        if missing:
-            # Only a retried bundle can get here: its first attempt consumed the files.
-            raise FileNotFoundError(f"spill file(s) {', '.join(missing)} are gone; the local shuffle cannot be replayed")
+        _require(paths)
         yield from self._group(paths, depth=0)
-        for path in paths:
-            os.remove(path)
-        _remove_if_empty(os.path.dirname(paths[0]))
+        _consumed(paths)
 
     def _group(self, paths: list[str], depth: int, parent_size: float = math.inf) -> Iterator[tuple[Any, Iterable[Any]]]:
         size = sum(os.path.getsize(path) for path in paths)
@@ -275,9 +270,19 @@ class _ValuesOnDisk:
                     yield self._coder.decode(value)
 
 
-def _remove_if_empty(folder: str) -> None:
+def _require(paths: list[str]) -> None:
+    missing = [path for path in paths if not os.path.exists(path)]
+    if missing:
+        # Only a retried bundle can get here: its first attempt consumed the files.
+        raise FileNotFoundError(f"spill file(s) {', '.join(missing)} are gone; the local shuffle cannot be replayed")
+
+
+def _consumed(paths: list[str]) -> None:
+    """Removes spill files once read, and their folder once it is empty."""
+    for path in paths:
+        os.remove(path)
     try:
-        os.rmdir(folder)
+        os.rmdir(os.path.dirname(paths[0]))
     except OSError:
         pass  # other buckets' files are still there, or another worker removed it first
 
@@ -318,37 +323,28 @@ class GroupByKeyOnDisk(beam.PTransform):
         return files | "Flatten" >> beam.Flatten() | "FilesPerBucket" >> beam.GroupByKey() | "GroupEachBucket" >> grouped
 
 
-class _SpillValues(beam.DoFn):
-    """Elements → one file per bundle; at the bundle's end, that file's path."""
+class _SpillValues(_SpillBuckets):
+    """Elements → one file per bundle (a single bucket, no key); at the bundle's end, ``(0, path)``."""
 
     def __init__(self, folder: str, coder: coders.Coder):
-        self._folder = folder
-        self._coder = coder
-
-    def start_bundle(self) -> None:
-        self._files = _BucketFiles(self._folder, buckets=1, depth=0)
+        super().__init__(folder, 1, coders.BytesCoder(), coder)
 
     def process(self, element: Any) -> None:
-        self._files.add(b"", self._coder.encode(element))
-
-    def finish_bundle(self) -> Iterable[Any]:
-        for path in self._files.close().values():
-            yield GlobalWindows.windowed_value(path)
+        super().process((b"", element))
 
 
 class _ReadBack(beam.DoFn):
-    """A spilled file → its elements; the file is removed once they are all out."""
+    """``(0, spilled file)`` → its elements; the file is removed once they are all out."""
 
     def __init__(self, coder: coders.Coder):
         self._coder = coder
 
-    def process(self, path: str, until: Any = None) -> Iterator[Any]:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"spill file {path} is gone; the local shuffle cannot be replayed")
+    def process(self, element: tuple[int, str], until: Any = None) -> Iterator[Any]:
+        _, path = element
+        _require([path])
         for _, value in _entries(path):
             yield self._coder.decode(value)
-        os.remove(path)
-        _remove_if_empty(os.path.dirname(path))
+        _consumed([path])
 
 
 class HoldOnDisk(beam.PTransform):

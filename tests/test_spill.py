@@ -113,7 +113,7 @@ def test_two_worker_processes_share_the_spill_folder(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_hold_on_disk_gives_back_every_element_after_its_side_input(tmp_path: Path) -> None:
+def test_hold_on_disk_gives_back_every_element_and_removes_its_files(tmp_path: Path) -> None:
     values = [bytes([i % 256]) * (i % 7) for i in range(3000)]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
         elements = pipeline | beam.Create(values)

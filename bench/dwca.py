@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipelines import stages
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(tempfile.gettempdir()) / "beam-gbif-bench-dwca-venv"
 
@@ -52,11 +54,8 @@ def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bo
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_gbif.filtering import FilterMedia
-    from beam_gbif.options import GbifMediaOptions, normalize_argv
-    from beam_gbif.sampling import SampleStreams
-    from beam_gbif.sources.dwca import ReadDwcaMedia
-    from beam_gbif.stats import metric_counters
+    from beam_gbif.transforms.stats import metric_counters
+    from pipelines.options import GbifMediaOptions, normalize_argv
 
     argv = ["--runner=FnApiRunner", f"--dwca={archive}", f"--dwca_root_path={cache}", "--label=speciesKey",
             "--split_streams_by=datasetKey", *SAMPLING_ARGS[sampling], "--seed=1", "--output=/tmp/unused"]
@@ -65,13 +64,13 @@ def child_beam(archive: str, cache: str, multi_processing: bool, source_only: bo
     options = PipelineOptions(normalize_argv(argv))
     gbif = options.view_as(GbifMediaOptions)
     started = time.monotonic()
-    source = ReadDwcaMedia.from_options(gbif)
+    source = stages.read_dwca_media(gbif)
     source.prepare()  # resolve + extract: part of end-to-end, timed separately too
     prepared_at = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     sampled = pipeline | "ReadMedia" >> source
     if not source_only:
-        sampled = sampled | "FilterMedia" >> FilterMedia.from_options(gbif) | "SampleStreams" >> SampleStreams.from_options(gbif)
+        sampled = sampled | "FilterMedia" >> stages.filter_media(gbif) | "SampleStreams" >> stages.sample_streams(gbif)
     _ = sampled | "CountSampled" >> beam.Map(_count_sampled)
     result = pipeline.run()
     result.wait_until_finish()
@@ -123,7 +122,7 @@ def _available_mb() -> float:
     return int(fields["MemAvailable"].split()[0]) / 1024
 
 
-# The join and the URL de-duplication spill to disk on local runners (beam_gbif.spill), so a run
+# The join and the URL de-duplication spill to disk on local runners (beam_gbif.transforms.spill), so a run
 # needs about the same memory at any archive size: measured ~260 MB in-process, ~300 MB per worker.
 NEEDED_MB = 600
 

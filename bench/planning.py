@@ -29,11 +29,17 @@ os.environ.update(NO_METADATA_ENV)
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from beam_gbif.filtering import FilterMedia  # noqa: E402
-from beam_gbif.sampling import SampleStreams  # noqa: E402
-from beam_gbif.sources.occurrence_api import ReadOccurrenceMedia  # noqa: E402
 from beam_gbif.testing.fake_gbif import FakeGbifApi  # noqa: E402
 from beam_gbif.testing.synthetic import SyntheticOccurrences  # noqa: E402
+from beam_gbif.transforms.filtering import FilterMedia  # noqa: E402
+from beam_gbif.transforms.sampling import (
+    SampleStreams,  # noqa: E402
+    SamplingSettings,
+)
+from beam_gbif.transforms.sources.occurrence_api import (
+    ApiReadSettings,
+    ReadOccurrenceMedia,  # noqa: E402
+)
 
 
 def main() -> None:
@@ -51,14 +57,14 @@ def main() -> None:
                                        seed=args.seed)
     with FakeGbifApi(occurrences) as api:
         built = time.monotonic()
-        source = ReadOccurrenceMedia({"speciesKey": species}, api_url=api.base_url, stream_fields=["speciesKey"],
-                                     nb_samples=args.nb_samples, seed=args.seed)
+        source = ReadOccurrenceMedia(ApiReadSettings({"speciesKey": species}, api_url=api.base_url, stream_fields=["speciesKey"],
+                                     nb_samples=args.nb_samples, seed=args.seed))
         plan = source.plan()
         api.clear_requests()
         # This script's functions are pickled by value, so the counts come back through a file.
         counts_file = Path(tempfile.mkdtemp(prefix="bench-planning-")) / "selected.json"
         pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
-        _ = (pipeline | source | FilterMedia() | SampleStreams(nb_samples=args.nb_samples, seed=args.seed)
+        _ = (pipeline | source | FilterMedia() | SampleStreams(SamplingSettings(nb_samples=args.nb_samples, seed=args.seed))
              | beam.Map(lambda r: "/".join(r.stream)) | beam.combiners.Count.PerElement() | beam.combiners.ToList()
              | beam.Map(lambda rows: counts_file.write_text(json.dumps(rows))))
         pipeline.run().wait_until_finish()

@@ -34,8 +34,8 @@ from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from beam_gbif import METRICS_NAMESPACE  # noqa: E402
-from beam_gbif.records import MediaRecord  # noqa: E402
-from beam_gbif.sampling import RECORDS_AVAILABLE, RECORDS_SELECTED, SHORT_STREAMS, SampleStreams  # noqa: E402
+from beam_gbif.core.records import MediaRecord  # noqa: E402
+from beam_gbif.transforms.sampling import RECORDS_AVAILABLE, RECORDS_SELECTED, SHORT_STREAMS, SampleStreams, SamplingSettings  # noqa: E402
 
 CHUNK = 10_000
 
@@ -75,7 +75,7 @@ def main() -> None:
     pipeline = beam.Pipeline(options=options)
     chunks = range((args.records + CHUNK - 1) // CHUNK)
     generate = beam.FlatMap(synthetic_records, args.records, args.streams, args.media_per_occurrence).with_output_types(MediaRecord)
-    sampler = SampleStreams(nb_samples=args.nb_samples, one_media_per_occurrence=args.one_media, seed=args.seed)
+    sampler = SampleStreams(SamplingSettings(nb_samples=args.nb_samples, one_media_per_occurrence=args.one_media, seed=args.seed))
     (
         pipeline
         | "Chunks" >> beam.Create(list(chunks))

@@ -16,43 +16,35 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from beam_gbif.download.fetch import DownloadMedia
-from beam_gbif.filtering import FilterMedia
-from beam_gbif.gbif.client import GbifApiError
-from beam_gbif.manifest import WriteManifest
-from beam_gbif.options import GbifMediaOptions, OptionError, is_dry_run, normalize_argv, runs_remotely, source_kind
-from beam_gbif.sampling import SampleStreams
-from beam_gbif.sources.dwca import ReadDwcaMedia
-from beam_gbif.sources.occurrence_api import ReadOccurrenceMedia
-from beam_gbif.sources.url_list import ReadUrlList
-from beam_gbif.spill import remove_spill_folders
-from beam_gbif.splits import AssignSplits
-from beam_gbif.stats import finalize_stats, format_summary, metric_counters
+from beam_gbif.core.errors import OptionError
+from beam_gbif.io.gbif.client import GbifApiError
+from beam_gbif.transforms.spill import remove_spill_folders
+from beam_gbif.transforms.stats import finalize_stats, format_summary, metric_counters
+from pipelines import stages
+from pipelines.options import GbifMediaOptions, is_dry_run, normalize_argv, runs_remotely, source_kind
 
 # The FnApiRunner is the DirectRunner's in-process engine. Naming it directly skips the
 # DirectRunner's attempt to download the Prism binary, so local runs behave the same online
 # and offline; `--runner DirectRunner` still selects Beam's default.
 DEFAULT_LOCAL_RUNNER = "FnApiRunner"
 
-_SOURCES = {"api": ReadOccurrenceMedia, "dwca": ReadDwcaMedia, "urls": ReadUrlList}
-
-
-def read_media(options: GbifMediaOptions) -> beam.PTransform:
-    return _SOURCES[source_kind(options)].from_options(options)
-
-
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.PCollection]:
-    """Adds the whole job to ``pipeline``; returns its PCollections by stage name."""
+    """Adds the whole job to ``pipeline``; returns its PCollections by stage name.
+
+    The one place where stages exchange facts: the DwC-A source's citation reaches the manifest here.
+    """
     opts = options.view_as(GbifMediaOptions)
     if not opts.output:
         raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
-    records = pipeline | "ReadMedia" >> read_media(opts)
-    usable = records | "FilterMedia" >> FilterMedia.from_options(opts)
-    sampler = SampleStreams.from_options(opts)
+    source = stages.read_media(opts)
+    records = pipeline | "ReadMedia" >> source
+    usable = records | "FilterMedia" >> stages.filter_media(opts)
+    sampler = stages.sample_streams(opts)
     selected = usable | "SampleStreams" >> sampler
-    assigned = selected | "AssignSplits" >> AssignSplits.from_options(opts)
-    results = assigned | "DownloadMedia" >> DownloadMedia.from_options(opts)
-    manifest = results | "WriteManifest" >> WriteManifest.from_options(opts)
+    assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
+    results = assigned | "DownloadMedia" >> stages.download_media(opts)
+    citations = [source.citation()] if hasattr(source, "citation") else []
+    manifest = results | "WriteManifest" >> stages.write_manifest(opts, citations)
     return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest,
             "stream_stats": sampler.stream_stats}
 
@@ -67,7 +59,7 @@ def make_options(argv: Sequence[str]) -> PipelineOptions:
 
 def describe_plan(options: GbifMediaOptions) -> str:
     """What a run would read and select, without downloading anything (``--dry_run``)."""
-    source = read_media(options)
+    source = stages.read_media(options)
     lines = [f"beam-gbif dry run: source {source_kind(options)}, output {options.output}"]
     if hasattr(source, "describe_plan"):
         lines.append(source.describe_plan())

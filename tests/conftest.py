@@ -38,7 +38,7 @@ def real_zip(shared_data: Path) -> Path:
 @pytest.fixture()
 def fresh_dwca_memo():
     """Prepared archives are memoised per process; each test starts and ends without them."""
-    from beam_gbif.dwca.archive import forget_prepared_archives
+    from beam_gbif.io.dwca.archive import forget_prepared_archives
 
     forget_prepared_archives()
     yield

@@ -41,7 +41,7 @@ def _translate_all(out_file: Path, work: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import apache_beam as beam
 
-    from beam_gbif.download.stores import gcs_client
+    from beam_gbif.io.store import gcs_client
     from beam_gbif.testing.fake_gbif import FakeGbifApi
     from beam_gbif.testing.gcs_emulator import GcsEmulator
     from beam_gbif.testing.synthetic import SyntheticOccurrences
@@ -160,7 +160,7 @@ def _run_one_and_two_processes(argv: list[str], tmp_path: Path, monkeypatch: pyt
 
 
 def _assert_same_dataset(one: Path, two: Path, expected_records: int) -> None:
-    from beam_gbif.manifest import read_attribution, read_manifest
+    from beam_gbif.transforms.manifest import read_attribution, read_manifest
 
     manifest = read_manifest(str(one))
     assert len(manifest) == expected_records

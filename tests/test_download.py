@@ -10,14 +10,15 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif import DEFAULT_USER_AGENT
-from beam_gbif.download.fetch import DownloadMedia
-from beam_gbif.download.hosts import shard_of
-from beam_gbif.download.safety import AllowOnly
-from beam_gbif.options import OptionError
-from beam_gbif.records import MediaRecord, Status
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.records import MediaRecord, Status
+from beam_gbif.io.hosts import shard_of
+from beam_gbif.io.safety import AllowOnly
 from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.gcs_emulator import free_port
 from beam_gbif.testing.media_server import MediaServer, image_bytes
+from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
+from pipelines import stages
 
 LOOPBACK_ONLY = AllowOnly(["127.0.0.1"])
 
@@ -81,7 +82,8 @@ def fault_suite(media, tmp_path_factory):
     urls["ftp_scheme"] = "ftp://127.0.0.1/media/x.jpg"
     records = [record(url, key=i, label=name) for i, (name, url) in enumerate(sorted(urls.items()))]
     started = time.monotonic()
-    results, counters = run_download(records, DownloadMedia(str(out), address_policy=LOOPBACK_ONLY, **SUITE_SETTINGS), out)
+    results, counters = run_download(records, DownloadMedia(DownloadSettings(str(out), address_policy=LOOPBACK_ONLY, **SUITE_SETTINGS)),
+            out)
     return {"by_label": {r.label: r for r in results}, "out": out, "counters": counters, "seconds": time.monotonic() - started}
 
 
@@ -151,14 +153,16 @@ def test_layout_rerun_skips_everything_and_writes_nothing(media, tmp_path):
     out = tmp_path / "ds"
     records = [record(media.url(f"r{i}"), key=i, label=f"sp{i % 3}", split="train" if i % 2 else "test") for i in range(30)]
     records.append(record(media.fault_url("status/404/r404.jpg"), key=99))
-    results, counters = run_download(records, DownloadMedia(str(out), address_policy=LOOPBACK_ONLY, max_retries=0), tmp_path)
+    results, counters = run_download(records, DownloadMedia(DownloadSettings(str(out), address_policy=LOOPBACK_ONLY, max_retries=0)),
+            tmp_path)
     assert counters["media_downloaded"] == 30 and counters["media_failed_http"] == 1
     for r in results:
         if r.status == Status.DOWNLOADED:
             assert r.path == f"{r.split}/{r.label_dir}/{r.basename}.jpg"
     before = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in out.rglob("*") if p.is_file()}
     media.reset_hits()
-    again, counters = run_download(records, DownloadMedia(str(out), address_policy=LOOPBACK_ONLY, max_retries=0), tmp_path)
+    again, counters = run_download(records, DownloadMedia(DownloadSettings(str(out), address_policy=LOOPBACK_ONLY, max_retries=0)),
+            tmp_path)
     assert media.hits == {"/status/404/r404.jpg": 1}, "only the failed record is requested again"
     assert counters["media_skipped_existing"] == 30 and "media_downloaded" not in counters
     first = {r.url: r for r in results}
@@ -177,7 +181,7 @@ def test_existing_file_with_other_extension_is_skipped_and_stale_temp_removed(me
     stale.write_bytes(b"half")
     other = record(media.url("fresh"), key=2, label="sp")
     (folder / f".{other.basename}.jpg.deadbeef.tmp").write_bytes(b"half")
-    results, _ = run_download([rec, other], DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY), tmp_path)
+    results, _ = run_download([rec, other], DownloadMedia(DownloadSettings(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY)), tmp_path)
     by_url = {r.url: r for r in results}
     assert by_url[rec.url].status == Status.SKIPPED_EXISTING and by_url[rec.url].path == f"sp/{rec.basename}.png"
     assert by_url[other.url].status == Status.DOWNLOADED
@@ -188,8 +192,10 @@ def test_existing_file_with_other_extension_is_skipped_and_stale_temp_removed(me
 # -- safety ------------------------------------------------------------------------------------------
 def test_loopback_refused_without_allow_private_hosts_and_never_contacted(media, tmp_path):
     media.reset_hits()
-    urls = [media.url("private"), f"http://localhost:{media.port}/media/private2.jpg", f"http://[::ffff:127.0.0.1]:{media.port}/media/p3.jpg"]
-    results, _ = run_download([record(u, key=i) for i, u in enumerate(urls)], DownloadMedia(str(tmp_path / "ds")), tmp_path)
+    urls = [media.url("private"), f"http://localhost:{media.port}/media/private2.jpg",
+            f"http://[::ffff:127.0.0.1]:{media.port}/media/p3.jpg"]
+    results, _ = run_download([record(u, key=i) for i, u in enumerate(urls)], DownloadMedia(DownloadSettings(str(tmp_path / "ds"))),
+            tmp_path)
     assert [r.status for r in results] == [Status.FAILED_REFUSED] * 3
     assert all("refused" in r.error for r in results)
     assert media.total_hits == 0, "a refusal never depends on a connection attempt"
@@ -198,7 +204,8 @@ def test_loopback_refused_without_allow_private_hosts_and_never_contacted(media,
 
 def test_allow_private_hosts_allows_loopback(media, tmp_path):
     media.reset_hits()
-    results, _ = run_download([record(media.url("allowed"))], DownloadMedia(str(tmp_path / "ds"), allow_private_hosts=True), tmp_path)
+    results, _ = run_download([record(media.url("allowed"))], DownloadMedia(DownloadSettings(str(tmp_path / "ds"),
+            allow_private_hosts=True)), tmp_path)
     assert results[0].status == Status.DOWNLOADED
     assert media.user_agents == {DEFAULT_USER_AGENT: 1}, "the project's one default User-Agent"
 
@@ -206,7 +213,7 @@ def test_allow_private_hosts_allows_loopback(media, tmp_path):
 def test_from_options_user_agent_and_limits(media, tmp_path):
     options = PipelineOptions(["--output", str(tmp_path / "ds"), "--allow_private_hosts",
                                "--user_agent", "beam-gbif-test/9 (+mailto:t@e.st)", "--max_retries", "0", "--timeout", "5"])
-    transform = DownloadMedia.from_options(options)
+    transform = stages.download_media(options)
     assert transform.settings.max_retries == 0 and transform.settings.timeout == 5
     media.reset_hits()
     results, _ = run_download([record(media.url("ua"))], transform, tmp_path)
@@ -219,7 +226,7 @@ def test_from_options_user_agent_and_limits(media, tmp_path):
 def test_per_host_concurrency_holds(tmp_path):
     with MediaServer(latency=0.1) as slow:
         records = [record(slow.url(f"c{i}"), key=i) for i in range(40)]
-        transform = DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, per_host_concurrency=4)
+        transform = DownloadMedia(DownloadSettings(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, per_host_concurrency=4))
         results, _ = run_download(records, transform, tmp_path)
         assert all(r.status == Status.DOWNLOADED for r in results)
         assert 2 <= slow.max_in_flight <= 4
@@ -232,7 +239,8 @@ def test_per_host_rate_holds(media, tmp_path):
     urls = [media.url(f"rate{i}") for i in range(200)]
     urls = [url for shard in range(4) for url in [u for u in urls if shard_of(u, 4) == shard][:3]]
     records = [record(url, key=i) for i, url in enumerate(urls)]
-    transform = DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, per_host_concurrency=4, per_host_rate=10)
+    transform = DownloadMedia(DownloadSettings(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, per_host_concurrency=4,
+            per_host_rate=10))
     run_download(records, transform, tmp_path)
     times = sorted(t for t, _ in media.hit_times)
     assert len(times) == 12
@@ -246,8 +254,9 @@ def test_per_host_rate_holds(media, tmp_path):
 def test_circuit_breaker_backs_off_a_failing_host(media, tmp_path):
     media.reset_hits()
     records = [record(media.fault_url(f"status/503/cb{i}.jpg"), key=i) for i in range(7)]
-    transform = DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, per_host_concurrency=1, max_retries=0, timeout=2,
-                              circuit_threshold=3, circuit_cooldown=0.3, circuit_max_cooldown=0.6)
+    transform = DownloadMedia(DownloadSettings(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, per_host_concurrency=1,
+            max_retries=0, timeout=2,
+                              circuit_threshold=3, circuit_cooldown=0.3, circuit_max_cooldown=0.6))
     results, _ = run_download(records, transform, tmp_path)
     assert all(r.status == Status.FAILED_HTTP for r in results)
     times = sorted(t for t, _ in media.hit_times)
@@ -262,7 +271,7 @@ def test_output_that_is_a_file_is_a_clear_error(tmp_path):
     target = tmp_path / "file.txt"
     target.write_text("x")
     with pytest.raises(OptionError, match="exists and is not a folder"):
-        DownloadMedia(str(target))
+        DownloadMedia(DownloadSettings(str(target)))
 
 
 @pytest.mark.parametrize("kwargs, message", [({"max_concurrency": 0}, "--max_concurrency must be at least 1, got 0"),
@@ -273,12 +282,12 @@ def test_output_that_is_a_file_is_a_clear_error(tmp_path):
                                              ({"max_bytes": 0}, "--max_bytes must be positive, got 0")])
 def test_bad_settings_name_the_flag(tmp_path, kwargs, message):
     with pytest.raises(OptionError, match=message):
-        DownloadMedia(str(tmp_path), **kwargs)
+        DownloadMedia(DownloadSettings(str(tmp_path), **kwargs))
 
 
 def test_unsafe_label_and_split_stay_inside_the_root(media, tmp_path):
     rec = MediaRecord(url=media.url("escape"), label="../../etc", occurrence_key=1, label_dir="../../etc", split="../x")
-    results, _ = run_download([rec], DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY), tmp_path)
+    results, _ = run_download([rec], DownloadMedia(DownloadSettings(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY)), tmp_path)
     assert results[0].status == Status.DOWNLOADED
     assert ".." not in results[0].path.split("/")
     assert (tmp_path / "ds" / results[0].path).is_file()
@@ -288,7 +297,7 @@ def test_unsafe_label_and_split_stay_inside_the_root(media, tmp_path):
 def test_progress_is_logged_and_counted(media, tmp_path, caplog):
     caplog.set_level("INFO", logger="beam_gbif.download")
     records = [record(media.url(f"p{i}"), key=i) for i in range(5)] + [record(media.fault_url("status/404/p404.jpg"), key=9)]
-    transform = DownloadMedia(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, max_retries=0, progress_interval=0)
+    transform = DownloadMedia(DownloadSettings(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, max_retries=0, progress_interval=0))
     _, counters = run_download(records, transform, tmp_path)
     assert counters["media_downloaded"] == 5 and counters["media_failed_http"] == 1 and counters["media_http_attempts"] == 6
     assert counters["media_bytes_downloaded"] == sum(len(image_bytes(f"p{i}")) for i in range(5))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_gbif.records import MediaRecord
+from beam_gbif.core.records import MediaRecord
 from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
@@ -23,16 +23,18 @@ JOB = """
 import json, sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from beam_gbif.download.fetch import DownloadMedia
-from beam_gbif.download.safety import AllowOnly
-from beam_gbif.records import MediaRecord
-from beam_gbif.stats import metric_counters
+from beam_gbif.transforms.download import DownloadMedia
+from beam_gbif.io.safety import AllowOnly
+from beam_gbif.core.records import MediaRecord
+from beam_gbif.transforms.stats import metric_counters
+from beam_gbif.transforms.download import DownloadSettings
 
 records_file, output, counters_file = sys.argv[1:4]
 records = [MediaRecord.from_dict(row) for row in json.load(open(records_file))]
 pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
 (pipeline | beam.Create(records)
- | DownloadMedia(output, address_policy=AllowOnly(["127.0.0.1"]), max_concurrency=8, per_host_concurrency=8, max_retries=0))
+ | DownloadMedia(DownloadSettings(output, address_policy=AllowOnly(["127.0.0.1"]), max_concurrency=8, per_host_concurrency=8,
+         max_retries=0)))
 result = pipeline.run()
 result.wait_until_finish()
 json.dump(metric_counters(result), open(counters_file, "w"))

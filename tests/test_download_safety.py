@@ -8,9 +8,9 @@ import pickle
 
 import pytest
 
-from beam_gbif.download.hosts import CircuitBreaker, host_shard_key, host_shards, shard_share, url_host
-from beam_gbif.download.safety import AllowAll, AllowOnly, CheckedResolver, PublicOnly, RefusedAddress, check_host, policy_for
-from beam_gbif.download.sniff import NotMedia, classify
+from beam_gbif.core.sniff import NotMedia, classify
+from beam_gbif.io.hosts import CircuitBreaker, host_shard_key, host_shards, shard_share, url_host
+from beam_gbif.io.safety import AllowAll, AllowOnly, CheckedResolver, PublicOnly, RefusedAddress, check_host, policy_for
 from beam_gbif.testing.media_server import image_bytes
 
 

@@ -9,10 +9,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.download.fetch import DownloadMedia
-from beam_gbif.download.safety import AllowOnly
-from beam_gbif.records import MediaRecord, Status
+from beam_gbif.core.records import MediaRecord, Status
+from beam_gbif.io.safety import AllowOnly
 from beam_gbif.testing.media_server import MediaServer
+from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def test_per_host_limit_holds_across_two_worker_processes(tmp_path, monkeypatch)
         with beam.Pipeline(options=options) as pipeline:
             (pipeline
              | beam.Create(records)
-             | DownloadMedia(str(tmp_path / "ds"), address_policy=AllowOnly(["127.0.0.1"]), per_host_concurrency=4)
+             | DownloadMedia(DownloadSettings(str(tmp_path / "ds"), address_policy=AllowOnly(["127.0.0.1"]), per_host_concurrency=4))
              | beam.Map(lambda r: json.dumps(r.to_dict()))
              | beam.io.WriteToText(str(results_file), shard_name_template=""))
         results = [MediaRecord.from_dict(json.loads(line)) for line in results_file.read_text().splitlines()]

@@ -11,15 +11,15 @@ from types import SimpleNamespace
 import pytest
 
 from beam_gbif import DEFAULT_USER_AGENT
-from beam_gbif.dwca.archive import citation_of, classify_spec, forget_prepared_archives, prepare_archive, resolve_archive
-from beam_gbif.dwca.meta import DwcaError
-from beam_gbif.dwca.request import parse_predicate
-from beam_gbif.gbif.client import GbifClient
-from beam_gbif.options import OptionError
-from beam_gbif.sources.dwca import ReadDwcaMedia
+from beam_gbif.core.errors import OptionError
+from beam_gbif.io.dwca.archive import citation_of, classify_spec, forget_prepared_archives, prepare_archive, resolve_archive
+from beam_gbif.io.dwca.meta import DwcaError
+from beam_gbif.io.dwca.request import parse_predicate
+from beam_gbif.io.gbif.client import GbifClient
 from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, DownloadFaults, FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
+from beam_gbif.transforms.sources.dwca import DwcaReadSettings, ReadDwcaMedia
 from tests.conftest import REAL_DWCA_DOI as DOI
 from tests.conftest import REAL_DWCA_KEY as KEY
 
@@ -243,8 +243,9 @@ def gbif_with_requests(real_zip):
 def test_predicate_download_is_requested_polled_and_read(gbif_with_requests, tmp_path, monkeypatch):
     monkeypatch.setenv("GBIF_USER", "ann")
     monkeypatch.setenv("GBIF_PWD", "secret")
-    source = ReadDwcaMedia(None, download_predicate=PREDICATE, cache_root=str(tmp_path), api_url=gbif_with_requests.api_url,
-                           download_poll_seconds=0.01)
+    source = ReadDwcaMedia(DwcaReadSettings(None, download_predicate=PREDICATE, cache_root=str(tmp_path),
+            api_url=gbif_with_requests.api_url,
+                           download_poll_seconds=0.01))
     prepared = source.prepare()
     assert prepared.archive.key == "0000042-210914110416597" and prepared.archive.doi == "10.15468/dl.new042"
     faults = gbif_with_requests.faults
@@ -261,14 +262,16 @@ def test_predicate_download_is_requested_polled_and_read(gbif_with_requests, tmp
 def test_predicate_download_needs_credentials(gbif_with_requests, tmp_path, monkeypatch):
     monkeypatch.delenv("GBIF_USER", raising=False)
     monkeypatch.delenv("GBIF_PWD", raising=False)
-    source = ReadDwcaMedia(None, download_predicate=PREDICATE + " ", cache_root=str(tmp_path), api_url=gbif_with_requests.api_url)
+    source = ReadDwcaMedia(DwcaReadSettings(None, download_predicate=PREDICATE + " ", cache_root=str(tmp_path),
+            api_url=gbif_with_requests.api_url))
     with pytest.raises(OptionError, match="needs GBIF_USER and GBIF_PWD"):
         source.prepare()
     monkeypatch.setenv("GBIF_USER", "ann")
     monkeypatch.setenv("GBIF_PWD", "wrong")
     with pytest.raises(DwcaError, match="GBIF refused the download request for user 'ann': HTTP 401"):
-        ReadDwcaMedia(None, download_predicate='{"type": "isNotNull", "parameter": "MEDIA_TYPE"}', cache_root=str(tmp_path),
-                      api_url=gbif_with_requests.api_url).prepare()
+        ReadDwcaMedia(DwcaReadSettings(None, download_predicate='{"type": "isNotNull", "parameter": "MEDIA_TYPE"}',
+                cache_root=str(tmp_path),
+                      api_url=gbif_with_requests.api_url)).prepare()
     assert gbif_with_requests.faults.download_requests == []
 
 
@@ -280,6 +283,6 @@ def test_bad_predicate_is_a_clear_error(text, message):
 
 def test_dwca_and_predicate_together_are_refused():
     with pytest.raises(OptionError, match="exactly one of --dwca"):
-        ReadDwcaMedia(KEY, download_predicate=PREDICATE)
+        ReadDwcaMedia(DwcaReadSettings(KEY, download_predicate=PREDICATE))
     with pytest.raises(OptionError, match="exactly one of --dwca"):
-        ReadDwcaMedia(None)
+        ReadDwcaMedia(DwcaReadSettings(None))

@@ -10,12 +10,12 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.dwca.archive import forget_prepared_archives, prepare_archive
-from beam_gbif.records import MediaRecord
-from beam_gbif.sources.dwca import ReadDwcaMedia
+from beam_gbif.core.records import MediaRecord
+from beam_gbif.io.dwca.archive import forget_prepared_archives, prepare_archive
 from beam_gbif.testing.fake_downloads import DownloadFaults, FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.gcs_emulator import GcsEmulator
+from beam_gbif.transforms.sources.dwca import DwcaReadSettings, ReadDwcaMedia
 from tests.conftest import REAL_DWCA_DOI as DOI
 from tests.conftest import REAL_DWCA_KEY as KEY
 
@@ -49,7 +49,7 @@ def test_download_cache_and_pipeline_on_gcs(gcs, real_zip, tmp_path):
         pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
         (
             pipeline
-            | ReadDwcaMedia(KEY, cache_root=root, api_url=api.base_url, label_field="speciesKey")
+            | ReadDwcaMedia(DwcaReadSettings(KEY, cache_root=root, api_url=api.base_url, label_field="speciesKey"))
             | beam.Map(lambda record: json.dumps(record.to_dict()))
             | beam.io.WriteToText(str(tmp_path / "records"), file_name_suffix=".jsonl")
         )

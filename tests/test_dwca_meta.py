@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from beam_gbif.dwca.meta import MULTIMEDIA_ROW_TYPE, DwcaError, parse_meta, safe_member_name, unescape_delimiter
-from beam_gbif.dwca.rows import MEDIA_COLUMNS, projection
-from beam_gbif.options import OptionError
+from beam_gbif.core.errors import OptionError
+from beam_gbif.io.dwca.meta import MULTIMEDIA_ROW_TYPE, DwcaError, parse_meta, safe_member_name, unescape_delimiter
+from beam_gbif.io.dwca.rows import MEDIA_COLUMNS, projection
 
 REAL_ARCHIVE = "dwca/0026367-210914110416597.zip"
 

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from beam_gbif.manifest import read_manifest
 from beam_gbif.testing.media_server import MediaServer
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
+from beam_gbif.transforms.manifest import read_manifest
 from pipelines.gbif_media import run
 
 

@@ -10,17 +10,23 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.dwca.archive import forget_prepared_archives
-from beam_gbif.dwca.meta import DwcaError
-from beam_gbif.licenses import normalize_license
-from beam_gbif.options import GbifMediaOptions, normalize_argv
-from beam_gbif.records import MediaRecord
-from beam_gbif.sources.dwca import MALFORMED_MULTIMEDIA_ROWS, MALFORMED_OCCURRENCE_ROWS, ReadDwcaMedia, archive_citation
-from beam_gbif.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, DROPPED_NO_MEDIA
+from beam_gbif.core.licenses import normalize_license
+from beam_gbif.core.records import MediaRecord
+from beam_gbif.io.dwca.archive import forget_prepared_archives
+from beam_gbif.io.dwca.meta import DwcaError
 from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.fake_downloads import FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
+from beam_gbif.transforms.sources.dwca import (
+    MALFORMED_MULTIMEDIA_ROWS,
+    MALFORMED_OCCURRENCE_ROWS,
+    DwcaReadSettings,
+    ReadDwcaMedia,
+)
+from beam_gbif.transforms.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, DROPPED_NO_MEDIA
+from pipelines import stages
+from pipelines.options import GbifMediaOptions, normalize_argv
 from tests.conftest import REAL_DWCA_DOI as DOI
 from tests.conftest import REAL_DWCA_KEY as KEY
 
@@ -68,7 +74,8 @@ def _as_tuples(records: list[MediaRecord]) -> set[tuple]:
 
 def test_real_archive_every_still_image_becomes_a_record(real_zip, tmp_path):
     expected, _ = expected_images(real_zip, "speciesKey")
-    records, counters = run_source(ReadDwcaMedia(str(real_zip), cache_root=str(tmp_path / "cache"), label_field="speciesKey"), tmp_path)
+    records, counters = run_source(ReadDwcaMedia(DwcaReadSettings(str(real_zip), cache_root=str(tmp_path / "cache"),
+            label_field="speciesKey")), tmp_path)
     assert len(records) == len(expected) == 475  # of 615 StillImage rows with a URL, 140 are of occurrences without a speciesKey
     assert counters[DROPPED_NO_LABEL] > 0
     assert _as_tuples(records) == expected
@@ -83,8 +90,9 @@ def test_real_archive_by_doi_labels_from_a_full_term_uri_keep_literal_quotes(rea
     expected, unlabelled = expected_images(real_zip, VERBATIM_LOCALITY)
     assert any('"' in label for _, _, label, _, _ in expected)  # the point of this label: values with a literal "
     with FakeGbifApi(extra_routes=[download_routes([FakeDownload(key=KEY, doi=DOI, archive=real_zip)])]) as gbif:
-        source = ReadDwcaMedia(DOI, cache_root=str(tmp_path / "cache"), api_url=gbif.base_url, label_field=VERBATIM_LOCALITY,
-                               stream_fields=["datasetKey", "http://rs.tdwg.org/dwc/terms/countryCode"])
+        source = ReadDwcaMedia(DwcaReadSettings(DOI, cache_root=str(tmp_path / "cache"), api_url=gbif.base_url,
+                label_field=VERBATIM_LOCALITY,
+                               stream_fields=["datasetKey", "http://rs.tdwg.org/dwc/terms/countryCode"]))
         records, counters = run_source(source, tmp_path)
     assert _as_tuples(records) == expected
     assert counters[DROPPED_NO_LABEL] > 0 and unlabelled > 0
@@ -96,7 +104,8 @@ def test_real_archive_by_doi_labels_from_a_full_term_uri_keep_literal_quotes(rea
 def test_synthetic_archive_with_shuffled_columns_and_malformed_rows(tmp_path):
     summary = write_synthetic_dwca(tmp_path / "synthetic.zip", occurrences=3000, media=4500, seed=7, shuffle_columns=True, malformed_rows=3)
     expected, unlabelled = expected_images(summary.path, "family")
-    records, counters = run_source(ReadDwcaMedia(str(summary.path), cache_root=str(tmp_path / "cache"), label_field="family"), tmp_path)
+    records, counters = run_source(ReadDwcaMedia(DwcaReadSettings(str(summary.path), cache_root=str(tmp_path / "cache"),
+            label_field="family")), tmp_path)
     assert unlabelled == 0 and len(expected) == summary.still_images_with_url
     assert _as_tuples(records) == expected
     assert counters[MALFORMED_OCCURRENCE_ROWS] == 3 and counters[MALFORMED_MULTIMEDIA_ROWS] == 3
@@ -107,17 +116,17 @@ def test_synthetic_archive_with_shuffled_columns_and_malformed_rows(tmp_path):
 def test_unknown_label_term_is_a_clear_error_before_running(real_zip, tmp_path):
     pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
     with pytest.raises(DwcaError, match="occurrence.txt has no column 'specieskey_typo'"):
-        _ = pipeline | ReadDwcaMedia(str(real_zip), cache_root=str(tmp_path), label_field="specieskey_typo")
+        _ = pipeline | ReadDwcaMedia(DwcaReadSettings(str(real_zip), cache_root=str(tmp_path), label_field="specieskey_typo"))
 
 
 def test_from_options_and_archive_citation(real_zip, tmp_path):
     argv = [f"--dwca={real_zip}", f"--dwca_root_path={tmp_path / 'cache'}", "--label=scientificName", "--split_streams_by=datasetKey",
             "--media_type=StillImage", "--all_media"]
     options = PipelineOptions(normalize_argv(argv)).view_as(GbifMediaOptions)
-    records, _ = run_source(ReadDwcaMedia.from_options(options), tmp_path)
+    records, _ = run_source(stages.read_dwca_media(options), tmp_path)
     assert len(records) == len(expected_images(real_zip, "scientificName")[0])
     assert all(r.stream == (r.dataset_key,) for r in records)
-    citation = archive_citation(options)
+    citation = stages.read_dwca_media(options.view_as(GbifMediaOptions)).citation()
     assert citation["doi"] == DOI and citation["source"] == f"dwca:{DOI}"
     assert citation["citation"].endswith("GBIF Occurrence Download https://doi.org/10.15468/dl.jd3hup")
 
@@ -127,8 +136,9 @@ def test_same_records_with_two_worker_processes(tmp_path):
     summary = write_synthetic_dwca(tmp_path / "synthetic.zip", occurrences=2000, media=3000, seed=3)
 
     def source(scratch_dir: Path | None = None) -> ReadDwcaMedia:
-        return ReadDwcaMedia(str(summary.path), cache_root=str(tmp_path / "cache"), label_field="speciesKey", stream_fields=["datasetKey"],
-                             scratch_dir=None if scratch_dir is None else str(scratch_dir))
+        return ReadDwcaMedia(DwcaReadSettings(str(summary.path), cache_root=str(tmp_path / "cache"), label_field="speciesKey",
+                stream_fields=["datasetKey"],
+                             scratch_dir=None if scratch_dir is None else str(scratch_dir)))
 
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
@@ -147,4 +157,4 @@ def test_same_records_with_two_worker_processes(tmp_path):
 def test_dataflow_needs_a_gcs_cache(real_zip, runner):
     options = PipelineOptions(normalize_argv([f"--dwca={real_zip}", f"--runner={runner}", "--dwca_root_path=/tmp/x"]))
     with pytest.raises(DwcaError, match=f"--dwca_root_path must be a gs:// folder on {runner}"):
-        ReadDwcaMedia.from_options(options.view_as(GbifMediaOptions))
+        stages.read_dwca_media(options.view_as(GbifMediaOptions))

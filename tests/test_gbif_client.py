@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from beam_gbif.gbif.client import GbifApiError, GbifClient, parse_retry_after
-from beam_gbif.gbif.query import validate_query
-from beam_gbif.options import OptionError
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.http import parse_retry_after
+from beam_gbif.core.query import validate_query
+from beam_gbif.io.gbif.client import GbifApiError, GbifClient
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 

@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from beam_gbif.download.fetch import DownloadMedia
-from beam_gbif.download.safety import AllowOnly
-from beam_gbif.download.stores import GcsStore, store_for
-from beam_gbif.records import MediaRecord, Status
+from beam_gbif.core.records import MediaRecord, Status
+from beam_gbif.io.safety import AllowOnly
+from beam_gbif.io.store import GcsStore, store_for
 from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.gcs_emulator import GcsEmulator
 from beam_gbif.testing.media_server import MediaServer, image_bytes
+from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_download_to_gcs_end_to_end_and_rerun(gcs, tmp_path):
         records.append(MediaRecord(url=media.fault_url("status/404/gone.jpg"), label="sp0", occurrence_key=99))
         records.append(MediaRecord(url=media.fault_url("html/page.jpg"), label="sp0", occurrence_key=98))
         policy = AllowOnly(["127.0.0.1"])
-        results, counters = run(records, DownloadMedia(root, address_policy=policy, max_retries=0), tmp_path)
+        results, counters = run(records, DownloadMedia(DownloadSettings(root, address_policy=policy, max_retries=0)), tmp_path)
         assert counters["media_downloaded"] == 12 and counters["media_failed"] == 2
         store = store_for(root)
         downloaded = sorted(r.path for r in results if r.status == Status.DOWNLOADED)
@@ -75,7 +75,7 @@ def test_download_to_gcs_end_to_end_and_rerun(gcs, tmp_path):
                 assert store.read(r.path) == image_bytes(name)
                 assert r.sha256 == hashlib.sha256(image_bytes(name)).hexdigest()
         media.reset_hits()
-        again, counters = run(records, DownloadMedia(root, address_policy=policy, max_retries=0), tmp_path)
+        again, counters = run(records, DownloadMedia(DownloadSettings(root, address_policy=policy, max_retries=0)), tmp_path)
         assert counters["media_skipped_existing"] == 12 and "media_downloaded" not in counters
         assert set(media.hits) == {"/status/404/gone.jpg", "/html/page.jpg"}
         first = {r.url: r for r in results}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_gbif.licenses import KNOWN_LICENSE_CODES, normalize_license
+from beam_gbif.core.licenses import KNOWN_LICENSE_CODES, normalize_license
 
 # Every licence text found in ../shared/data, with the code it must get. The test below
 # extracts the strings from the files and fails if one is missing here (so new data is
@@ -156,10 +156,10 @@ def test_every_code_returned_is_known_and_codes_are_their_own_normal_form() -> N
 
 def test_licenses_option_end_to_end(tmp_path: Path) -> None:
     """--licenses filters before sampling: every stream still gets its full quota of usable images."""
-    from beam_gbif.manifest import read_manifest
     from beam_gbif.testing.fake_gbif import FakeGbifApi
     from beam_gbif.testing.media_server import MediaServer
     from beam_gbif.testing.synthetic import SyntheticOccurrences
+    from beam_gbif.transforms.manifest import read_manifest
     from pipelines.gbif_media import run
 
     species, datasets = [5352251, 3190653], ["7a3679ef-5582-4aaa-81f0-8c2545cafc81", "50c9509d-22c7-4a22-a47d-8c48425ef4a7"]

@@ -13,8 +13,10 @@ import fastavro
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.manifest import (
+from beam_gbif.core.records import FIELD_NAMES, MediaRecord, Status
+from beam_gbif.transforms.manifest import (
     ATTRIBUTION_COLUMNS,
+    ManifestSettings,
     WriteManifest,
     finalize_stats,
     format_summary,
@@ -22,7 +24,7 @@ from beam_gbif.manifest import (
     read_attribution,
     read_manifest,
 )
-from beam_gbif.records import FIELD_NAMES, MediaRecord, Status
+from pipelines import stages
 
 STATUSES = [Status.DOWNLOADED, Status.DOWNLOADED, Status.SKIPPED_EXISTING, Status.FAILED_HTTP, Status.FAILED_NOT_MEDIA]
 
@@ -60,7 +62,7 @@ def make_results(count: int, prefix: str = "http://127.0.0.1:1/img") -> list[Med
 def run_manifest(records: list[MediaRecord], output: str, extra_args: tuple[str, ...] = ()) -> None:
     options = PipelineOptions(["--runner=FnApiRunner", *extra_args])
     with beam.Pipeline(options=options) as pipeline:
-        pipeline | beam.Create(records) | WriteManifest(output=output)
+        pipeline | beam.Create(records) | WriteManifest(ManifestSettings(output=output))
 
 
 def test_schema_has_every_record_field() -> None:
@@ -178,7 +180,7 @@ def gcs() -> Iterator[Any]:
 def test_manifest_on_gcs(gcs: Any) -> None:
     from google.cloud import storage
 
-    from beam_gbif.download.stores import gcs_client
+    from beam_gbif.io.store import gcs_client
 
     output = f"gs://{gcs.bucket}/datasets/plants"
     run_manifest(make_results(7, prefix="http://127.0.0.1:1/first"), output)
@@ -200,12 +202,12 @@ def test_manifest_on_gcs(gcs: Any) -> None:
 def test_stats_cite_the_gbif_download_read(tmp_path: Path, shared_data: Path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions as Options
 
-    from beam_gbif.options import GbifMediaOptions
+    from pipelines.options import GbifMediaOptions
 
     options = Options([f"--dwca={shared_data / 'dwca' / '0026367-210914110416597.zip'}", f"--dwca_root_path={tmp_path / 'cache'}",
                        f"--output={tmp_path / 'out'}"]).view_as(GbifMediaOptions)
-    transform = WriteManifest.from_options(options)
-    (citation,) = transform._citations
+    (citation,) = [stages.read_dwca_media(options).citation()]  # build() passes the source's citation to the manifest
+    transform = stages.write_manifest(options, [citation])
     records = [r.replace(source=citation["source"]) for r in make_results(3)]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
         pipeline | beam.Create(records) | transform

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from beam_gbif.download.sniff import sniff
+from beam_gbif.core.sniff import sniff
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from beam_gbif.options import (
+from pipelines.gbif_media import DEFAULT_LOCAL_RUNNER, make_options
+from pipelines.options import (
     GbifMediaOptions,
     OptionError,
     is_dry_run,
@@ -15,7 +16,6 @@ from beam_gbif.options import (
     parse_ratios,
     parse_subset_streams,
 )
-from pipelines.gbif_media import DEFAULT_LOCAL_RUNNER, make_options
 
 
 def test_query_lists_and_scalars_become_string_lists():

@@ -22,10 +22,11 @@ from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import beam_gbif
-from beam_gbif.options import GbifMediaOptions
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic import SyntheticOccurrences
+from beam_gbif.transforms.manifest import ManifestSettings
 from pipelines.gbif_media import build, make_options
+from pipelines.options import GbifMediaOptions
 
 # Classes whose constructor needs something the signature alone cannot supply: a factory.
 CONSTRUCTORS: dict[str, Callable[[], Any]] = {}
@@ -101,12 +102,12 @@ def graph_instances(tmp_path_factory: pytest.TempPathFactory, shared_data: Path)
 
 
 def _write_earlier_manifest(output: Path) -> None:
-    from beam_gbif.manifest import WriteManifest
-    from beam_gbif.records import MediaRecord
+    from beam_gbif.core.records import MediaRecord
+    from beam_gbif.transforms.manifest import WriteManifest
 
     record = MediaRecord(url="http://127.0.0.1:9/x.jpg", label="x", occurrence_key=1, status="FAILED_HTTP")
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
-        pipeline | beam.Create([record]) | WriteManifest(output=str(output))
+        pipeline | beam.Create([record]) | WriteManifest(ManifestSettings(output=str(output)))
 
 
 def realistic_options() -> GbifMediaOptions:
@@ -163,13 +164,13 @@ def roundtrip(fn: Any) -> Any:
 
 def test_every_module_imports_and_the_package_has_fns_to_check() -> None:
     modules = {module.__name__ for module in beam_gbif_modules()}
-    assert {"beam_gbif.manifest", "beam_gbif.download.fetch", "beam_gbif.testing.media_server"} <= modules
+    assert {"beam_gbif.transforms.manifest", "beam_gbif.transforms.download", "beam_gbif.testing.media_server"} <= modules
     names = set(fn_classes())
-    assert "beam_gbif.stats.StatsCombineFn" in names and "beam_gbif.sources.url_list._ReadListFile" in names
+    assert "beam_gbif.transforms.stats.StatsCombineFn" in names and "beam_gbif.transforms.sources.url_list._ReadListFile" in names
 
 
 def test_every_fn_in_the_pipeline_graphs_pickles(graph_instances: dict[str, list[Any]]) -> None:
-    assert "beam_gbif.stats.StatsCombineFn" in graph_instances
+    assert "beam_gbif.transforms.stats.StatsCombineFn" in graph_instances
     for instances in graph_instances.values():
         for fn in instances:
             roundtrip(fn)
@@ -188,7 +189,8 @@ def test_every_fn_class_of_the_package_is_covered_and_pickles(graph_instances: d
 
 
 def test_records_and_options_pickle() -> None:
-    from beam_gbif.records import MediaRecord, MediaRecordCoder
+    from beam_gbif.core.records import MediaRecord
+    from beam_gbif.transforms.coders import MediaRecordCoder
 
     record = MediaRecord(url="http://127.0.0.1:9/a.jpg", label="Amanita muscaria", occurrence_key=3, stream=("a", "b"))
     assert pickler.loads(pickler.dumps(record)) == record

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from beam_gbif.manifest import read_manifest
-from beam_gbif.records import Status
+from beam_gbif.core.records import Status
 from beam_gbif.testing.fake_gbif import FakeGbifApi, RecordedOccurrences
 from beam_gbif.testing.media_server import MediaServer
 from beam_gbif.testing.synthetic import SyntheticOccurrences
+from beam_gbif.transforms.manifest import read_manifest
 from pipelines.demo import demo_argv
 from pipelines.gbif_media import run
 

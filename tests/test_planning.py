@@ -9,15 +9,15 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.filtering import FilterMedia
-from beam_gbif.gbif.client import GbifClient
-from beam_gbif.gbif.planning import OFFSET_CAP, PAGE_SIZE, PageStat, plan_reads
-from beam_gbif.gbif.query import validate_query
-from beam_gbif.sampling import SampleStreams
-from beam_gbif.sources.occurrence_api import API_STREAMS_SHORT, ReadOccurrenceMedia
-from beam_gbif.stats import metric_counters
+from beam_gbif.core.query import validate_query
+from beam_gbif.io.gbif.client import GbifClient
+from beam_gbif.io.gbif.planning import OFFSET_CAP, PAGE_SIZE, PageStat, plan_reads
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic import SyntheticOccurrences
+from beam_gbif.transforms.filtering import FilterMedia
+from beam_gbif.transforms.sampling import SampleStreams, SamplingSettings
+from beam_gbif.transforms.sources.occurrence_api import API_STREAMS_SHORT, ApiReadSettings, ReadOccurrenceMedia
+from beam_gbif.transforms.stats import metric_counters
 
 SPECIES = list(range(101, 111))
 
@@ -48,8 +48,9 @@ def large_streams():
 def test_small_balanced_sample_of_large_streams_reads_near_the_minimum(large_streams):
     api = large_streams
     api.clear_requests()
-    source = ReadOccurrenceMedia({"speciesKey": SPECIES}, api_url=api.base_url, stream_fields=["speciesKey"], nb_samples=1000, seed=1)
-    selected, counters = run(lambda p: p | source | FilterMedia() | SampleStreams(nb_samples=1000, seed=1))
+    source = ReadOccurrenceMedia(ApiReadSettings({"speciesKey": SPECIES}, api_url=api.base_url, stream_fields=["speciesKey"],
+            nb_samples=1000, seed=1))
+    selected, counters = run(lambda p: p | source | FilterMedia() | SampleStreams(SamplingSettings(nb_samples=1000, seed=1)))
     per_stream = collections.Counter(r.stream for r in selected)
     assert per_stream == {(str(s),): 100 for s in SPECIES}  # exact, from what was read
     pages = [r for r in api.search_requests() if r.query.get("limit") != "0"]
@@ -106,7 +107,8 @@ def test_short_stream_is_reported():
     occurrences = SyntheticOccurrences([1, 2], ["d"], stream_sizes={(1, "d"): 400, (2, "d"): 12}, media_count_weights=(0, 1, 0, 0, 0),
                                        sound_fraction=0, missing_identifier_fraction=0.5, duplicate_url_fraction=0, seed=2)
     with FakeGbifApi(occurrences) as api:
-        source = ReadOccurrenceMedia({"speciesKey": [1, 2]}, api_url=api.base_url, stream_fields=["speciesKey"], nb_samples_per_stream=50)
+        source = ReadOccurrenceMedia(ApiReadSettings({"speciesKey": [1, 2]}, api_url=api.base_url, stream_fields=["speciesKey"],
+                nb_samples_per_stream=50))
         records, counters = run(lambda p: p | source)
     assert counters[API_STREAMS_SHORT] == 1
     assert collections.Counter(r.stream for r in records)[("1",)] >= 50
@@ -164,7 +166,7 @@ def test_streams_that_cannot_be_counted_fall_back_to_reading_everything(large_st
 
 
 def test_partition_groups_stay_under_the_offset_cap():
-    from beam_gbif.gbif.planning import _group_values
+    from beam_gbif.io.gbif.planning import _group_values
 
     years = {"1999": 60_000, "2000": 30_000, "2001": 150_000, "2002": 5_000}
     assert _group_values("year", years, constrained=False) == [(["1999,2000"], 90_000), (["2001"], 150_000), (["2002"], 5_000)]

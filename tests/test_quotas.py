@@ -1,4 +1,4 @@
-"""Property tests of the quota arithmetic (DESIGN.md "Sampling")."""
+"""Property tests of the quota arithmetic (README "Sampling")."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_gbif.options import OptionError
-from beam_gbif.sampling_quotas import compute_quotas, water_level
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.quotas import compute_quotas, water_level
 
 availabilities = st.dictionaries(
     keys=st.tuples(st.text(alphabet="abcdef", min_size=1, max_size=3), st.sampled_from(["x", "y"])),

@@ -8,9 +8,10 @@ from collections import Counter
 
 import pytest
 
-from beam_gbif.records import MediaRecord, MediaRecordCoder, safe_label_dir
-from beam_gbif.sampling_combiners import one_media_of_occurrence
-from beam_gbif.sources.media_items import (
+from beam_gbif.core.records import MediaRecord, safe_label_dir
+from beam_gbif.transforms.coders import MediaRecordCoder
+from beam_gbif.transforms.sampling.combiners import one_media_of_occurrence
+from beam_gbif.transforms.sources.media_items import (
     DROPPED_MEDIA_NO_URL,
     DROPPED_MEDIA_OTHER_TYPE,
     DROPPED_NO_LABEL,

@@ -14,13 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_gbif import METRICS_NAMESPACE
-from beam_gbif.options import GbifMediaOptions, OptionError
-from beam_gbif.records import MediaRecord
-from beam_gbif.sampling import BOUNDED, CAP_ONLY, EVERYTHING, SHORT_STREAMS, TWO_PASS, SampleStreams
-from beam_gbif.sampling_bounded import BoundedBalancedSampleFn
-from beam_gbif.sampling_combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE, one_media_of_occurrence
-from beam_gbif.sampling_hash import seeded_hash
-from beam_gbif.sampling_quotas import compute_quotas
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.hashing import seeded_hash
+from beam_gbif.core.quotas import compute_quotas
+from beam_gbif.core.records import MediaRecord
+from beam_gbif.transforms.sampling import BOUNDED, CAP_ONLY, EVERYTHING, SHORT_STREAMS, TWO_PASS, SampleStreams, SamplingSettings
+from beam_gbif.transforms.sampling.bounded import BoundedBalancedSampleFn
+from beam_gbif.transforms.sampling.combiners import ONE_MEDIA_PURPOSE, STREAM_SAMPLE_PURPOSE, one_media_of_occurrence
+from pipelines import stages
+from pipelines.options import GbifMediaOptions
 
 RUNNER = "--runner=FnApiRunner"
 # Uneven streams (two stream fields), some occurrences with several media.
@@ -40,7 +42,7 @@ def make_records(stream_sizes: dict[tuple[str, ...], int], media_every: int = 4)
 
 
 def expected_selection(records, *, nb_samples=None, nb_samples_per_stream=None, weighted=False, one_media_per_occurrence=True, seed=0):
-    """The rules of DESIGN.md computed directly: the oracle the pipeline must match exactly."""
+    """The sampling rules (README "Sampling") computed directly: the oracle the pipeline must match exactly."""
     if one_media_per_occurrence:
         best = {}
         for record in records:
@@ -63,9 +65,11 @@ def expected_selection(records, *, nb_samples=None, nb_samples_per_stream=None, 
 class Run:
     """One pipeline run's selected URLs, per-stream stats rows and counters."""
 
-    def __init__(self, records, tmp_path: Path, extra_args=(), **sampler_args):
+    def __init__(self, records, tmp_path: Path, extra_args=(), one_media_per_occurrence=True, **sampler_args):
+        # The records hold several media per occurrence, so the sampler's own one-media step is on unless a case turns it off
+        # (the pipeline leaves that step to the GBIF sources: see test_from_options).
         out = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
-        sampler = SampleStreams(**sampler_args)
+        sampler = SampleStreams(SamplingSettings(one_media_per_occurrence=one_media_per_occurrence, **sampler_args))
         self.strategy = sampler.strategy
         pipeline = beam.Pipeline(options=PipelineOptions([RUNNER, *extra_args]))
         selected = pipeline | "Records" >> beam.Create(records) | "Sample" >> sampler
@@ -196,14 +200,14 @@ def test_two_pass_held_on_disk_selects_the_same_records(mode, tmp_path):
 
 def test_from_options_reads_the_flags():
     options = PipelineOptions(["--nb_samples=50", "--nb_samples_per_stream=9", "--all_media", "--seed=4"]).view_as(GbifMediaOptions)
-    sampler = SampleStreams.from_options(options)
+    sampler = stages.sample_streams(options)
     assert (sampler._nb_samples, sampler._cap, sampler._one_media, sampler._seed, sampler.strategy) == (50, 9, False, 4, BOUNDED)
     # Without --all_media too: the sources keep one media per occurrence, the sampler never shuffles by occurrence.
-    assert SampleStreams.from_options(PipelineOptions(["--nb_samples=50"]).view_as(GbifMediaOptions))._one_media is False
+    assert stages.sample_streams(PipelineOptions(["--nb_samples=50"]).view_as(GbifMediaOptions))._one_media is False
     with pytest.raises(OptionError, match="--nb_samples must be a positive number"):
-        SampleStreams.from_options(PipelineOptions(["--nb_samples=0"]).view_as(GbifMediaOptions))
+        stages.sample_streams(PipelineOptions(["--nb_samples=0"]).view_as(GbifMediaOptions))
     with pytest.raises(OptionError, match="--nb_samples_per_stream must be at least 1"):
-        SampleStreams.from_options(PipelineOptions(["--nb_samples_per_stream=-3"]).view_as(GbifMediaOptions))
+        stages.sample_streams(PipelineOptions(["--nb_samples_per_stream=-3"]).view_as(GbifMediaOptions))
 
 
 @pytest.mark.slow

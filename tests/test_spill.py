@@ -13,8 +13,7 @@ from apache_beam import coders
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_gbif.options import GbifMediaOptions
-from beam_gbif.spill import (
+from beam_gbif.transforms.spill import (
     SPILL_REPARTITIONS,
     SPILL_STREAMED_PARTS,
     GroupByKeyOnDisk,
@@ -25,11 +24,12 @@ from beam_gbif.spill import (
     default_scratch_root,
     filesystem_type,
     remove_spill_folders,
-    scratch_dir_for,
     warn_if_short_of_space,
 )
-from beam_gbif.stats import metric_counters
+from beam_gbif.transforms.stats import metric_counters
 from pipelines.gbif_media import build, make_options
+from pipelines.options import GbifMediaOptions
+from pipelines.stages import scratch_dir_for
 
 
 def _pairs(count: int, keys: int, seed: int) -> list[tuple[str, bytes]]:
@@ -202,10 +202,11 @@ def test_short_of_space_is_a_warning_naming_the_folder(tmp_path: Path, caplog: p
 @pytest.mark.usefixtures("fresh_dwca_memo")
 def test_a_dwca_read_checks_the_spill_folder_has_room(real_zip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from beam_gbif.sources import dwca
+    from beam_gbif.transforms.sources import dwca
 
     def apply_source() -> None:
-        source = dwca.ReadDwcaMedia(str(real_zip), cache_root=str(tmp_path / "cache"), scratch_dir=str(tmp_path / "spill"))
+        source = dwca.ReadDwcaMedia(dwca.DwcaReadSettings(str(real_zip), cache_root=str(tmp_path / "cache"),
+                scratch_dir=str(tmp_path / "spill")))
         _ = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) | source
 
     apply_source()

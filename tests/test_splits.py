@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.options import GbifMediaOptions, OptionError
-from beam_gbif.records import MediaRecord
-from beam_gbif.splits import AssignSplits, random_split
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.records import MediaRecord
 from beam_gbif.testing.collect import run_transform
+from beam_gbif.transforms.splits import AssignSplits, SplitSettings, random_split
+from pipelines import stages
+from pipelines.options import GbifMediaOptions
 
 RUNNER = "--runner=FnApiRunner"
 
@@ -36,7 +38,7 @@ def make_records(occurrences: int, media_per_occurrence: int = 3) -> list[MediaR
 
 def run_splits(records, tmp_path: Path, **splitter_args) -> dict[str, MediaRecord]:
     """url → assigned record."""
-    assigned, _ = run_transform(AssignSplits(**splitter_args), tmp_path, records=records)
+    assigned, _ = run_transform(AssignSplits(SplitSettings(**splitter_args)), tmp_path, records=records)
     return {record.url: record for record in assigned}
 
 
@@ -118,7 +120,7 @@ def test_from_options_parses_template_strings():
             "--seed=5",
         ]
     ).view_as(GbifMediaOptions)
-    splitter = AssignSplits.from_options(options)
+    splitter = stages.assign_splits(options)
     assert splitter.assigns_splits
     assert splitter._rules == [("holdout", ((("stream", 0), frozenset({"d-7"})),))]
 
@@ -137,4 +139,4 @@ def test_from_options_parses_template_strings():
 )
 def test_bad_split_options_are_clear_errors(kwargs, message):
     with pytest.raises(OptionError, match=message):
-        AssignSplits(**kwargs)
+        AssignSplits(SplitSettings(**kwargs))

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from beam_gbif.download.stores import LocalStore, StoreError, is_temp_name, store_for, temp_target
+from beam_gbif.io.store import LocalStore, StoreError, is_temp_name, store_for, temp_target
 
 
 def test_write_read_list_describe_delete(tmp_path):

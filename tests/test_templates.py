@@ -17,11 +17,11 @@ import pytest
 from apache_beam.options.pipeline_options import SetupOptions
 from apache_beam.options.pipeline_options import TestOptions as BeamTestOptions
 
-from beam_gbif.filtering import FilterMedia
-from beam_gbif.licenses import KNOWN_LICENSE_CODES
-from beam_gbif.options import GbifMediaOptions, is_dry_run, parse_bool, parse_csv_list, parse_query, parse_ratios, parse_subset_streams
+from beam_gbif.core.licenses import KNOWN_LICENSE_CODES
 from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
+from pipelines import stages
 from pipelines.gbif_media import make_options
+from pipelines.options import GbifMediaOptions, is_dry_run, parse_bool, parse_csv_list, parse_query, parse_ratios, parse_subset_streams
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA_FILE = ROOT / "pipelines" / "templates" / "gbif_media_metadata.json"
@@ -181,7 +181,7 @@ def test_every_documented_example_is_a_valid_option_value() -> None:
                 continue  # a file reference; its content is what gets parsed
             values = _parsed(["--output=gs://b/p", f"--{name}={value}"])
             if name == "licenses":
-                FilterMedia.from_options(make_options([f"--licenses={value}"]).view_as(GbifMediaOptions))
+                stages.filter_media(make_options([f"--licenses={value}"]).view_as(GbifMediaOptions))
             if name in ("weighted_streams", "all_media", "allow_private_hosts"):
                 assert values[name] == parse_bool(value)
 

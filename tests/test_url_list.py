@@ -11,10 +11,12 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.manifest import WriteManifest, read_manifest
-from beam_gbif.options import GbifMediaOptions, OptionError
-from beam_gbif.records import MediaRecord, Status
-from beam_gbif.sources.url_list import DEFAULT_LABEL, ReadUrlList, reset_for_retry, synthetic_occurrence_key
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.records import MediaRecord, Status
+from beam_gbif.transforms.manifest import ManifestSettings, WriteManifest, read_manifest
+from beam_gbif.transforms.sources.url_list import DEFAULT_LABEL, ReadUrlList, UrlListSettings, reset_for_retry, synthetic_occurrence_key
+from pipelines import stages
+from pipelines.options import GbifMediaOptions
 
 RUNNER = ["--runner=FnApiRunner"]
 
@@ -55,7 +57,7 @@ def test_csv_with_header_and_optional_columns(tmp_path: Path, caplog: pytest.Log
         encoding="utf-8",
     )
     caplog.set_level(logging.WARNING)
-    records = read_records(ReadUrlList(input=str(listing)))
+    records = read_records(ReadUrlList(UrlListSettings(input=str(listing))))
     assert [r.url for r in records] == ["http://127.0.0.1:1/a.jpg", "http://127.0.0.1:1/b.jpg", "http://127.0.0.1:1/e.jpg"]
     a, b, e = records
     assert (a.label, a.split, a.license_code, a.creator, a.occurrence_key, a.dataset_key) == (
@@ -81,7 +83,7 @@ def test_tsv_with_label_field_and_streams(tmp_path: Path) -> None:
         "http://127.0.0.1:1/2.png\t3190653\tds-b\tAll rights reserved\n",
         encoding="utf-8",
     )
-    transform = ReadUrlList.from_options(options_for("--source=urls", f"--input={listing}", "--label_field=speciesKey",
+    transform = stages.read_url_list(options_for("--source=urls", f"--input={listing}", "--label_field=speciesKey",
                                                      "--split_streams_by=speciesKey,datasetKey"))
     one, two = read_records(transform)
     assert (one.label, one.stream, one.license_code) == ("5352251", ("5352251", "ds-a"), "CC_BY_NC_4_0")
@@ -91,7 +93,7 @@ def test_tsv_with_label_field_and_streams(tmp_path: Path) -> None:
 def test_one_url_per_line(tmp_path: Path) -> None:
     listing = tmp_path / "urls.txt"
     listing.write_text("# my urls\nhttp://127.0.0.1:1/x.jpg\n\n  https://127.0.0.1:1/y.jpg  \n", encoding="utf-8")
-    records = read_records(ReadUrlList(input=str(listing)))
+    records = read_records(ReadUrlList(UrlListSettings(input=str(listing))))
     assert [r.url for r in records] == ["http://127.0.0.1:1/x.jpg", "https://127.0.0.1:1/y.jpg"]
     assert {r.label for r in records} == {DEFAULT_LABEL}
     assert len({r.occurrence_key for r in records}) == 2  # no shared "occurrence", so splits spread them
@@ -113,18 +115,18 @@ def test_bad_files_are_clear_errors(tmp_path: Path, content: str, message: str) 
     listing = tmp_path / "bad.csv"
     listing.write_text(content, encoding="utf-8")
     with pytest.raises(OptionError, match=message):
-        ReadUrlList(input=str(listing))
+        ReadUrlList(UrlListSettings(input=str(listing)))
 
 
 def test_missing_file_and_missing_arguments(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="no such file"):
-        ReadUrlList(input=str(tmp_path / "absent.csv"))
+        ReadUrlList(UrlListSettings(input=str(tmp_path / "absent.csv")))
     with pytest.raises(OptionError, match="exactly one of --input"):
-        ReadUrlList()
+        UrlListSettings()
     with pytest.raises(OptionError, match="no manifest found"):
-        ReadUrlList(retry_failed_from=str(tmp_path))
+        ReadUrlList(UrlListSettings(retry_failed_from=str(tmp_path)))
     with pytest.raises(OptionError, match=f"--input {tmp_path}: cannot read it \\(IsADirectoryError"):
-        ReadUrlList(input=str(tmp_path))
+        ReadUrlList(UrlListSettings(input=str(tmp_path)))
 
 
 def _earlier_run(output: Path) -> list[MediaRecord]:
@@ -140,14 +142,14 @@ def _earlier_run(output: Path) -> list[MediaRecord]:
                                     sha256="ab" * 32, content_type="image/jpeg")
         records.append(record)
     with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
-        pipeline | beam.Create(records) | WriteManifest(output=str(output))
+        pipeline | beam.Create(records) | WriteManifest(ManifestSettings(output=str(output)))
     return records
 
 
 def test_retry_failed_from_yields_the_failures_ready_to_download(tmp_path: Path) -> None:
     earlier = _earlier_run(tmp_path)
     failed = [r for r in earlier if Status.is_failure(r.status)]
-    transform = ReadUrlList.from_options(options_for(f"--retry_failed_from={tmp_path}", f"--output={tmp_path}"))
+    transform = stages.read_url_list(options_for(f"--retry_failed_from={tmp_path}", f"--output={tmp_path}"))
     retried = read_records(transform)
     assert retried == sorted((reset_for_retry(r) for r in failed), key=lambda r: r.url)
     for record, original in zip(retried, sorted(failed, key=lambda r: r.url), strict=True):
@@ -164,7 +166,7 @@ def test_retry_into_the_same_output_keeps_the_manifest_whole(tmp_path: Path) -> 
     fixed = retried[0].replace(status=Status.DOWNLOADED, path=f"test/{retried[0].label_dir}/{retried[0].basename}.jpg", bytes=7)
     again = retried[1].replace(status=Status.FAILED_TIMEOUT, error="timed out")
     with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
-        pipeline | beam.Create([fixed, again]) | WriteManifest.from_options(options)
+        pipeline | beam.Create([fixed, again]) | stages.write_manifest(options)
     expected = [r for r in earlier if not Status.is_failure(r.status)] + [fixed, again]
     assert read_manifest(str(tmp_path)) == sorted(expected, key=lambda r: (r.url, r.occurrence_key))
 
@@ -174,7 +176,7 @@ def test_retry_into_another_output_holds_only_the_retried_rows(tmp_path: Path) -
     options = options_for(f"--retry_failed_from={tmp_path / 'first'}", f"--output={tmp_path / 'second'}")
     retried = [reset_for_retry(r).replace(status=Status.FAILED_HTTP) for r in earlier if Status.is_failure(r.status)]
     with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
-        pipeline | beam.Create(retried) | WriteManifest.from_options(options)
+        pipeline | beam.Create(retried) | stages.write_manifest(options)
     assert read_manifest(str(tmp_path / "second")) == sorted(retried, key=lambda r: (r.url, r.occurrence_key))
     assert len(read_manifest(str(tmp_path / "first"))) == 4
 
@@ -189,29 +191,29 @@ def gcs() -> Iterator[Any]:
 
 
 def test_list_and_retry_on_gcs(gcs: Any) -> None:
-    from beam_gbif.download.stores import gcs_client
+    from beam_gbif.io.store import gcs_client
 
     bucket = gcs_client().bucket(gcs.bucket)
     bucket.blob("lists/urls.tsv").upload_from_string("url\tlabel\nhttp://127.0.0.1:1/a.jpg\tx\nhttp://127.0.0.1:1/b.jpg\ty\n")
     listing = f"gs://{gcs.bucket}/lists/urls.tsv"
-    records = read_records(ReadUrlList(input=listing))
+    records = read_records(ReadUrlList(UrlListSettings(input=listing)))
     assert [(r.url, r.label, r.source) for r in records] == [("http://127.0.0.1:1/a.jpg", "x", f"urls:{listing}"),
                                                               ("http://127.0.0.1:1/b.jpg", "y", f"urls:{listing}")]
     output = f"gs://{gcs.bucket}/dataset"
     failed = records[0].replace(status=Status.FAILED_CONNECTION, error="refused")
     done = records[1].replace(status=Status.DOWNLOADED, path="y/b.jpg", bytes=3)
     with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
-        pipeline | beam.Create([failed, done]) | WriteManifest(output=output)
-    assert read_records(ReadUrlList(retry_failed_from=output + "/")) == [records[0]]  # as listed, before its download
+        pipeline | beam.Create([failed, done]) | WriteManifest(ManifestSettings(output=output))
+    assert read_records(ReadUrlList(UrlListSettings(retry_failed_from=output + "/"))) == [records[0]]  # as listed, before its download
 
 
 def test_bad_rows_are_counted_in_beam_metrics_and_reach_stats(tmp_path: Path) -> None:
-    from beam_gbif.manifest import finalize_stats, metric_counters
+    from beam_gbif.transforms.manifest import finalize_stats, metric_counters
 
     listing = tmp_path / "list.csv"
     listing.write_text("url,label\nhttp://127.0.0.1:1/a.jpg,a\n,b\nnot-a-url,c\n", encoding="utf-8")
     pipeline = beam.Pipeline(options=PipelineOptions(RUNNER))
-    _ = pipeline | ReadUrlList(input=str(listing)) | WriteManifest(output=str(tmp_path / "out"))
+    _ = pipeline | ReadUrlList(UrlListSettings(input=str(listing))) | WriteManifest(ManifestSettings(output=str(tmp_path / "out")))
     result = pipeline.run()
     result.wait_until_finish()
     counters = metric_counters(result)
@@ -225,10 +227,10 @@ def test_dataflow_workers_need_gcs_paths(tmp_path: Path) -> None:
     listing.write_text("http://127.0.0.1:1/a.jpg\n", encoding="utf-8")
     dataflow = ("--runner=DataflowRunner", "--output=gs://b/out")
     with pytest.raises(OptionError, match="--input .* cannot reach a path on this machine; use gs://"):
-        ReadUrlList.from_options(options_for(*dataflow, f"--input={listing}"))
+        stages.read_url_list(options_for(*dataflow, f"--input={listing}"))
     with pytest.raises(OptionError, match="--output .* cannot reach a path on this machine"):
-        WriteManifest.from_options(options_for("--runner=DataflowRunner", f"--output={tmp_path}"))
+        stages.write_manifest(options_for("--runner=DataflowRunner", f"--output={tmp_path}"))
     with pytest.raises(OptionError, match="--input .* cannot reach a path on this machine"):
-        ReadUrlList.from_options(options_for("--runner=dataflow", f"--input={listing}"))  # Beam's short name of the same runner
+        stages.read_url_list(options_for("--runner=dataflow", f"--input={listing}"))  # Beam's short name of the same runner
     for local in ("--runner=FnApiRunner", "--runner=direct", "--runner=apache_beam.runners.direct.direct_runner.SwitchingDirectRunner"):
-        assert ReadUrlList.from_options(options_for(local, f"--input={listing}"))  # local runners read local files
+        assert stages.read_url_list(options_for(local, f"--input={listing}"))  # local runners read local files

@@ -11,8 +11,8 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_gbif.records import MediaRecord
-from beam_gbif.stats import metric_counters
+from beam_gbif.core.records import MediaRecord
+from beam_gbif.transforms.stats import metric_counters
 
 
 def run_transform(

@@ -4,7 +4,7 @@
         store_for(f"gs://{gcs.bucket}/dataset")   # google-cloud-storage talks to the emulator
 
 While active it sets ``STORAGE_EMULATOR_HOST`` (google-cloud-storage then targets the emulator;
-``beam_gbif.download.stores.gcs_client`` uses anonymous credentials) and the variables that stop
+``beam_gbif.io.store.gcs_client`` uses anonymous credentials) and the variables that stop
 Google's auth libraries from probing the GCE metadata server, and makes Beam's own GCS filesystem
 connect anonymously at once in this process (``beam_gcs_anonymous``); everything is restored on exit.
 Subprocesses get the same environment from ``env()``; a subprocess that uses Beam's gs:// IO should

@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from beam_gbif.download.sniff import MIME_BY_EXT
+from beam_gbif.core.sniff import MIME_BY_EXT
 from beam_gbif.testing.serving import AppThread
 
 # 1×1 images written by Pillow once, embedded so the package needs no imaging library.

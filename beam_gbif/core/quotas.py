@@ -1,0 +1,148 @@
+"""Per-stream quotas from per-stream availability: the arithmetic of the README's "Sampling" section.
+
+Pure Python and integer-exact (no floats), so the planner (on API counts) and the sampler
+(on exact in-pipeline counts) compute the same quotas, and 100k streams take milliseconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.hashing import seeded_hash, stream_text
+
+Stream = tuple[str, ...]
+
+# Separates the tie-breaking order of quota arithmetic from every other seeded choice.
+_TIE_BREAK_PURPOSE = "quota-tie-break"
+
+
+def validate_sampling_options(*, nb_samples: int | None, nb_samples_per_stream: int | None, weighted: bool) -> None:
+    """Raises OptionError for values no quota rule accepts."""
+    if nb_samples is not None and (nb_samples == 0 or nb_samples < -1):
+        raise OptionError(f"--nb_samples must be a positive number of records, or -1 for the largest balanced set; got {nb_samples}")
+    if nb_samples_per_stream is not None and nb_samples_per_stream < 1:
+        raise OptionError(f"--nb_samples_per_stream must be at least 1; got {nb_samples_per_stream}")
+    if weighted and nb_samples == -1:
+        raise OptionError(
+            "--weighted_streams cannot be combined with --nb_samples -1 (which asks for an exactly balanced set); "
+            "give a positive --nb_samples, or drop --weighted_streams"
+        )
+
+
+def compute_quotas(
+    availability: Mapping[Stream, int],
+    *,
+    nb_samples: int | None,
+    nb_samples_per_stream: int | None,
+    weighted: bool,
+    seed: int,
+) -> dict[Stream, int]:
+    """The number of records to select from each stream; never more than it has.
+
+    - no ``nb_samples``: everything, capped by ``nb_samples_per_stream``;
+    - ``nb_samples = N`` (balanced): max-min fair water-filling over the capped availability,
+      the leftover units going one each to the unfilled streams in a seeded order;
+      Σ = min(N, Σ capped availability);
+    - ``nb_samples = -1``: the smallest availability (capped) for every stream;
+    - ``weighted``: proportional to availability by largest remainder (ties in a seeded
+      order), streams over their cap held at it and their excess shared proportionally.
+    """
+    validate_sampling_options(nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted)
+    for stream, count in availability.items():
+        if count < 0:
+            raise ValueError(f"availability of stream {stream!r} is negative: {count}")
+    bounds = {stream: _capped(count, nb_samples_per_stream) for stream, count in availability.items()}
+    if not bounds or nb_samples is None:
+        return bounds
+    if nb_samples == -1:
+        level = min(bounds.values())
+        return {stream: level for stream in bounds}
+    if weighted:
+        return _weighted(availability, bounds, nb_samples, seed)
+    return _water_filling(bounds, nb_samples, seed)
+
+
+def _capped(count: int, cap: int | None) -> int:
+    return count if cap is None else min(count, cap)
+
+
+def _tie_key(stream: Stream, seed: int) -> tuple[int, Stream]:
+    return seeded_hash(seed, stream_text(stream), purpose=_TIE_BREAK_PURPOSE), stream
+
+
+def _water_filling(bounds: dict[Stream, int], total: int, seed: int) -> dict[Stream, int]:
+    """quota_i = min(bound_i, t) for the largest level t with Σ quota ≤ total, plus leftovers."""
+    level = water_level(bounds.values(), total)
+    if level is None:
+        return dict(bounds)
+    quotas = {stream: min(bound, level) for stream, bound in bounds.items()}
+    leftover = total - sum(quotas.values())
+    # The leftover units go one each to streams above the level (so never beyond a bound),
+    # in a seeded order; fewer of them than there are such streams, by the choice of t.
+    rest = [stream for stream, bound in bounds.items() if bound > level]
+    extra = set(heapq.nsmallest(leftover, rest, key=lambda stream: _tie_key(stream, seed))) if leftover else set()
+    for stream in extra:
+        quotas[stream] += 1
+    return quotas
+
+
+def _weighted(availability: Mapping[Stream, int], bounds: dict[Stream, int], total: int, seed: int) -> dict[Stream, int]:
+    """Largest-remainder apportionment of ``total`` ∝ availability, within ``bounds``."""
+    if total >= sum(bounds.values()):
+        return dict(bounds)
+    # quota_i = min(bound_i, λ·avail_i) for the λ that makes Σ = total. A stream whose share
+    # exceeds its bound is held at it, which raises λ for the rest. avail/bound grows with
+    # availability, so in descending availability the held streams come first: once one
+    # stream fits under the current λ, every later one does too and λ no longer changes.
+    quotas: dict[Stream, int] = {}
+    remaining = total
+    free_weight = sum(availability.values())
+    descending = sorted(bounds, key=lambda stream: availability[stream], reverse=True)
+    index = 0
+    while index < len(descending):
+        stream = descending[index]
+        weight, bound = availability[stream], bounds[stream]
+        if remaining * weight <= bound * free_weight:  # share = remaining * weight / free_weight <= bound
+            break
+        quotas[stream] = bound
+        remaining -= bound
+        free_weight -= weight
+        index += 1
+    free = descending[index:]
+    if not free or free_weight == 0:
+        quotas.update({stream: 0 for stream in free})
+        return quotas
+    remainders: dict[Stream, int] = {}
+    for stream in free:
+        quotas[stream], remainders[stream] = divmod(remaining * availability[stream], free_weight)
+    leftover = remaining - sum(quotas[stream] for stream in free)
+    # Leftover < number of non-zero remainders, and a stream with a non-zero remainder has a
+    # share strictly below its (integer) bound, so rounding it up stays within the bound.
+    if leftover:
+        for stream in _largest_remainders(free, remainders, leftover, seed):
+            quotas[stream] += 1
+    return quotas
+
+
+def _largest_remainders(streams: list[Stream], remainders: dict[Stream, int], count: int, seed: int) -> list[Stream]:
+    """The ``count`` streams of largest remainder; ties at the cut-off in the seeded order."""
+    by_remainder = sorted(streams, key=lambda stream: remainders[stream], reverse=True)
+    cutoff = remainders[by_remainder[count - 1]]
+    above = [stream for stream in by_remainder[:count] if remainders[stream] > cutoff]
+    # Only streams tied at the cut-off need the (costlier) seeded order.
+    tied = [stream for stream in by_remainder if remainders[stream] == cutoff]
+    return above + heapq.nsmallest(count - len(above), tied, key=lambda stream: _tie_key(stream, seed))
+
+
+def water_level(bounds: Iterable[int], total: int) -> int | None:
+    """The largest t with Σ min(bound, t) ≤ total, or None when every bound fits (Σ ≤ total)."""
+    ascending = sorted(bounds)
+    remaining, unfilled = total, len(ascending)
+    for bound in ascending:
+        if bound * unfilled > remaining:
+            return remaining // unfilled
+        remaining -= bound
+        unfilled -= 1
+    return None

@@ -1,0 +1,128 @@
+"""The one record that flows from the sources to the manifest (its Beam coder: transforms/coders.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from typing import Any
+
+# GBIF's media types (the ``type`` of a media item); a run keeps one of them.
+STILL_IMAGE, MOVING_IMAGE, SOUND, INTERACTIVE_RESOURCE = "StillImage", "MovingImage", "Sound", "InteractiveResource"
+MEDIA_TYPES = (STILL_IMAGE, MOVING_IMAGE, SOUND, INTERACTIVE_RESOURCE)
+DEFAULT_MEDIA_TYPE = STILL_IMAGE
+# The occurrence field that labels an image by default (gbif-dl's default too).
+DEFAULT_LABEL_FIELD = "speciesKey"
+
+
+class Status:
+    """Download outcome of a record. Every FAILED_* value starts with ``FAILED``."""
+
+    DOWNLOADED = "DOWNLOADED"
+    SKIPPED_EXISTING = "SKIPPED_EXISTING"
+    FAILED_HTTP = "FAILED_HTTP"  # a final non-2xx answer (404, 403, 5xx after retries, ...)
+    FAILED_TIMEOUT = "FAILED_TIMEOUT"
+    FAILED_CONNECTION = "FAILED_CONNECTION"  # refused, reset, DNS failure
+    FAILED_TRUNCATED = "FAILED_TRUNCATED"  # body shorter than Content-Length
+    FAILED_TOO_LARGE = "FAILED_TOO_LARGE"
+    FAILED_NOT_MEDIA = "FAILED_NOT_MEDIA"  # body does not sniff as the requested media type
+    FAILED_REFUSED = "FAILED_REFUSED"  # scheme or address not allowed
+    FAILED_INVALID_URL = "FAILED_INVALID_URL"
+    FAILED_WRITE = "FAILED_WRITE"
+
+    @staticmethod
+    def is_failure(status: str) -> bool:
+        return status.startswith("FAILED")
+
+
+def url_basename(url: str) -> str:
+    """sha1 hex of the URL string: gbif-dl's file name, so existing datasets stay compatible."""
+    return hashlib.sha1(url.encode("utf-8")).hexdigest()
+
+
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_label_dir(label: str) -> str:
+    """A path segment for ``label`` that can never leave its parent folder.
+
+    A label that already is a safe segment (a speciesKey, ``Amanita_muscaria``) is kept as it
+    is. Anything else is slugged and suffixed with a short hash of the raw label, so distinct
+    labels never share a folder (``a/b`` and ``a_b`` stay apart).
+    """
+    if _SAFE_SEGMENT.match(label) and not label.endswith("."):
+        return label
+    slug = _UNSAFE_RUN.sub("_", label).strip("._-")[:80] or "label"
+    digest = hashlib.sha1(label.encode("utf-8")).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaRecord:
+    """One media item of one occurrence, from selection to its download result.
+
+    Missing text values are ``""`` (never ``None``), so the manifest schema stays flat.
+    """
+
+    url: str
+    label: str
+    occurrence_key: int
+    label_dir: str = ""
+    basename: str = ""
+    stream: tuple[str, ...] = ()
+    dataset_key: str = ""
+    media_type: str = DEFAULT_MEDIA_TYPE
+    media_format: str = ""
+    license: str = ""
+    license_code: str = "UNKNOWN"
+    rights_holder: str = ""
+    creator: str = ""
+    publisher: str = ""
+    references: str = ""
+    source: str = ""  # "api", "dwca:<doi or key>", "urls:<file>"
+    split: str = ""
+    status: str = ""
+    path: str = ""
+    bytes: int = 0
+    sha256: str = ""
+    content_type: str = ""
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.basename:
+            object.__setattr__(self, "basename", url_basename(self.url))
+        if not self.label_dir:
+            object.__setattr__(self, "label_dir", safe_label_dir(self.label))
+        if not isinstance(self.stream, tuple):
+            object.__setattr__(self, "stream", tuple(self.stream))
+
+    def replace(self, **changes: Any) -> MediaRecord:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row["stream"] = list(self.stream)
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> MediaRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in row.items() if k in known}
+        values["stream"] = tuple(values.get("stream") or ())
+        return cls(**values)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MediaRecord))
+
+
+def encode_record(record: MediaRecord) -> bytes:
+    """Deterministic bytes of a record: its fields in declaration order as compact JSON."""
+    row = [getattr(record, name) for name in FIELD_NAMES]
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode_record(encoded: bytes) -> MediaRecord:
+    row = json.loads(encoded.decode("utf-8"))
+    return MediaRecord(**dict(zip(FIELD_NAMES, row, strict=True)))

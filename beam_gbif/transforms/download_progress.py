@@ -1,0 +1,59 @@
+"""Download progress: Beam counters and a periodic log line, both updated from the DoFn's own thread."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+from apache_beam.metrics import Metrics
+
+from beam_gbif import METRICS_NAMESPACE
+from beam_gbif.core.records import MediaRecord, Status
+
+LOG = logging.getLogger("beam_gbif.download")
+
+
+class DownloadProgress:
+    """Counters ``media_downloaded``, ``media_skipped_existing``, ``media_failed``, ``media_failed_<reason>``
+    (e.g. ``media_failed_http``), ``media_bytes_downloaded``, ``media_http_attempts``; plus a log line every
+    ``interval`` seconds: records done, rate and failures by reason."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self._counters: dict[str, object] = {}
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.done = 0
+        self.by_status: collections.Counter[str] = collections.Counter()
+
+    def _inc(self, name: str, value: int = 1) -> None:
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
+        counter.inc(value)
+
+    def count(self, record: MediaRecord, attempts: int) -> None:
+        self.done += 1
+        self.by_status[record.status] += 1
+        if record.status == Status.DOWNLOADED:
+            self._inc("media_downloaded")
+            self._inc("media_bytes_downloaded", record.bytes)
+        elif record.status == Status.SKIPPED_EXISTING:
+            self._inc("media_skipped_existing")
+        else:
+            self._inc("media_failed")
+            self._inc(f"media_{record.status.lower()}")
+        if attempts:
+            self._inc("media_http_attempts", attempts)
+
+    def maybe_log(self) -> None:
+        now = time.monotonic()
+        if now - self.last_log < self.interval:
+            return
+        self.last_log = now
+        elapsed = max(now - self.started, 1e-9)
+        failures = {s: n for s, n in sorted(self.by_status.items()) if Status.is_failure(s)}
+        LOG.info("download: %d records done (%d downloaded, %d skipped) in %.0f s, %.1f/s; failures: %s", self.done,
+                 self.by_status[Status.DOWNLOADED], self.by_status[Status.SKIPPED_EXISTING], elapsed, self.done / elapsed,
+                 ", ".join(f"{s}={n}" for s, n in failures.items()) or "none")

@@ -1,0 +1,236 @@
+"""WriteManifest: the dataset's manifest (Avro), ATTRIBUTION.csv and stats.json, local or gs://.
+
+Layout under the output root::
+
+    manifest/part-<run id>-00000-of-00003.avro   one row per record (downloaded, skipped or failed)
+    ATTRIBUTION.csv                              one row per file in the dataset
+    stats.json                                   counts by status, split, label, licence; bytes
+
+A rerun replaces all three: the manifest describes the dataset as it now stands. Its shards
+carry the run id, and once this run's shards are final, every other ``*.avro`` in
+``manifest/`` (an older run's) is deleted — so a retried finalisation, which renames only
+what is still missing, never deletes a shard of its own run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import secrets
+import time
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.io.filesystems import FileSystems
+
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.records import FIELD_NAMES, MediaRecord, Status
+from beam_gbif.io.manifest_files import ATTRIBUTION_FILE, MANIFEST_DIR, manifest_pattern, read_attribution, read_manifest
+from beam_gbif.io.store import join_uri
+from beam_gbif.transforms.coders import MediaRecordCoder
+from beam_gbif.transforms.spill import GroupByKeyOnDisk
+from beam_gbif.transforms.stats import IN_DATASET, ComputeStats, finalize_stats, format_summary, metric_counters
+
+__all__ = ["WriteManifest", "ManifestSettings", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema",
+           "read_attribution", "MANIFEST_DIR", "ATTRIBUTION_FILE", "manifest_pattern"]
+
+_LOG = logging.getLogger(__name__)
+
+OCCURRENCE_URL = "https://www.gbif.org/occurrence/{key}"
+ATTRIBUTION_COLUMNS = (
+    "path", "url", "license", "license_code", "rights_holder", "creator", "publisher", "occurrence_url", "dataset_key",
+)
+
+_AVRO_TYPES = {str: "string", int: "long", float: "double", bool: "boolean"}
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The Avro schema of a manifest row: every MediaRecord field, in declaration order."""
+    hints = typing.get_type_hints(MediaRecord)
+    fields = []
+    for name in FIELD_NAMES:
+        hint = hints[name]
+        if hint in _AVRO_TYPES:
+            avro_type: Any = _AVRO_TYPES[hint]
+        elif typing.get_origin(hint) is tuple and set(typing.get_args(hint)) <= {str, Ellipsis}:
+            avro_type = {"type": "array", "items": "string"}
+        else:  # a new field type needs a deliberate Avro mapping, not a silent guess
+            raise TypeError(f"MediaRecord.{name}: no Avro mapping for {hint!r}")
+        fields.append({"name": name, "type": avro_type})
+    return {"type": "record", "name": "MediaRecord", "namespace": "beam_gbif", "fields": fields}
+
+
+def occurrence_url(occurrence_key: int) -> str:
+    """GBIF's page of the occurrence; ``""`` for records without a real occurrence (URL lists)."""
+    return OCCURRENCE_URL.format(key=occurrence_key) if occurrence_key > 0 else ""
+
+
+def attribution_row(record: MediaRecord) -> list[str]:
+    return [
+        record.path, record.url, record.license, record.license_code, record.rights_holder, record.creator,
+        record.publisher, occurrence_url(record.occurrence_key), record.dataset_key,
+    ]
+
+
+def in_dataset(record: MediaRecord) -> bool:
+    return record.status in IN_DATASET
+
+
+def attribution_line(record: MediaRecord) -> str:
+    return _csv_line(attribution_row(record))
+
+
+def _csv_line(values: list[str]) -> str:
+    # The terminator names the characters that force quoting: a "\n" inside a value stays quoted.
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()[:-2]
+
+
+def new_run_id() -> str:
+    """Sortable and unique per run: UTC time plus a random suffix (two runs in one second stay apart)."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class _RemoveStaleShards(beam.DoFn):
+    """Deletes manifest shards of other runs once this run's shards are final."""
+
+    def __init__(self, manifest_dir: str, run_id: str):
+        self._manifest_dir = manifest_dir
+        self._prefix = f"part-{run_id}-"
+
+    def process(self, unused_final_count: int) -> Iterable[str]:
+        pattern = join_uri(self._manifest_dir, "*.avro")
+        stale = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list
+                 if not m.path.rstrip("/").rsplit("/", 1)[-1].startswith(self._prefix)]
+        if stale:
+            FileSystems.delete(stale)
+            _LOG.info("manifest: removed %d shard(s) of earlier runs from %s", len(stale), self._manifest_dir)
+        yield from stale
+
+
+class WriteManifestShards(beam.PTransform):
+    """Records → ``manifest/part-<run id>-*.avro``, then older runs' shards removed. Emits removed paths."""
+
+    def __init__(self, output: str, run_id: str):
+        super().__init__()
+        self._manifest_dir = join_uri(output, MANIFEST_DIR)
+        self._run_id = run_id
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "ToAvroDict" >> beam.Map(MediaRecord.to_dict)
+            | "WriteAvro" >> beam.io.WriteToAvro(join_uri(self._manifest_dir, f"part-{self._run_id}"), schema=manifest_schema(),
+                                                 file_name_suffix=".avro")
+            | "CountShards" >> beam.combiners.Count.Globally()
+            | "RemoveStaleShards" >> beam.ParDo(_RemoveStaleShards(self._manifest_dir, self._run_id))
+        )
+
+
+class WriteAttribution(beam.PTransform):
+    """Files in the dataset → ``ATTRIBUTION.csv`` (one file, with a header)."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self._path = join_uri(output, ATTRIBUTION_FILE)
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "InDataset" >> beam.Filter(in_dataset)
+            | "ToCsvLine" >> beam.Map(attribution_line)
+            | "WriteCsv" >> beam.io.WriteToText(self._path, num_shards=1, shard_name_template="",
+                                                header=_csv_line(list(ATTRIBUTION_COLUMNS)))
+        )
+
+
+def _tag_result(record: MediaRecord) -> tuple[str, tuple[int, MediaRecord]]:
+    return record.url, (0, record)
+
+
+def _tag_carried(row: dict) -> tuple[str, tuple[int, MediaRecord]]:
+    return row["url"], (1, MediaRecord.from_dict(row))
+
+
+def _prefer_this_run(keyed: tuple[str, Iterable[tuple[int, MediaRecord]]]) -> MediaRecord:
+    # Rank 0 = a result of this run, 1 = an earlier row carried over; the record breaks ties.
+    return min(keyed[1], key=lambda ranked: (ranked[0], repr(ranked[1])))[1]
+
+
+def _not_failed(row: dict) -> bool:
+    return not Status.is_failure(row.get("status") or "")
+
+
+class CarryOverManifest(beam.PTransform):
+    """Results + the earlier manifest's non-failed rows (``--retry_failed_from`` into the same output).
+
+    A retry downloads only the failures, yet the new manifest must still describe the whole
+    dataset: the rows that were fine are kept, and a URL in both keeps this run's result.
+    """
+
+    def __init__(self, earlier_output: str, scratch_dir: str | None = None):
+        super().__init__()
+        self._pattern = manifest_pattern(earlier_output)
+        ranked_record = coders.TupleCoder([coders.VarIntCoder(), MediaRecordCoder()])
+        self._group_by_url = GroupByKeyOnDisk(scratch_dir, value_coder=ranked_record)
+
+    def expand(self, results: beam.PCollection) -> beam.PCollection:
+        carried = (
+            results.pipeline
+            | "ReadEarlierManifest" >> beam.io.ReadFromAvro(self._pattern)
+            | "KeepNotFailed" >> beam.Filter(_not_failed)
+            | "TagCarried" >> beam.Map(_tag_carried)
+        )
+        current = results | "TagResults" >> beam.Map(_tag_result)
+        return (current, carried) | "ByUrl" >> self._group_by_url | "PreferThisRun" >> beam.Map(_prefer_this_run)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestSettings:
+    """``output``: the dataset root. ``run_id``: names this run's manifest shards (default: a new
+    sortable id). ``carry_over_from``: an earlier output whose non-failed manifest rows join this
+    run's (``--retry_failed_from`` into the output itself). ``citations``: how to cite the sources
+    read (the DwC-A download's DOI), for stats.json. ``scratch_dir``: the local runners' spill folder.
+    """
+
+    output: str = ""
+    run_id: str = ""
+    carry_over_from: str | None = None
+    citations: tuple[Mapping[str, Any], ...] = ()
+    scratch_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.output:
+            raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
+        object.__setattr__(self, "run_id", self.run_id or new_run_id())
+        object.__setattr__(self, "citations", tuple(self.citations))
+
+
+class WriteManifest(beam.PTransform):
+    """Download results → manifest Avro + ATTRIBUTION.csv + stats.json under ``output``.
+
+    Returns a PCollection with one element: the stats dict as written to stats.json.
+    """
+
+    def __init__(self, settings: ManifestSettings):
+        super().__init__()
+        self._scratch_dir = settings.scratch_dir
+        self._output = settings.output
+        self._run_id = settings.run_id
+        self._carry_over_from = settings.carry_over_from
+        self._citations = settings.citations
+
+    def expand(self, results: beam.PCollection) -> beam.PCollection:
+        if self._carry_over_from:
+            results = results | "CarryOver" >> CarryOverManifest(self._carry_over_from, self._scratch_dir)
+        results | "Manifest" >> WriteManifestShards(self._output, self._run_id)
+        results | "Attribution" >> WriteAttribution(self._output)
+        return results | "Stats" >> ComputeStats(self._output, self._run_id, self._citations)
+
+

@@ -1,0 +1,249 @@
+"""ReadDwcaMedia: a GBIF download (Darwin Core Archive) → MediaRecords, with the pipeline's parallelism.
+
+The archive is resolved, cached and extracted at construction time (beam_gbif.io.dwca.archive);
+the occurrence core and the multimedia extension are then read as splittable text files,
+projected to the few columns needed and joined by gbifID with a GroupByKey, so no process
+ever holds the archive (on local runners that GroupByKey spills to disk: beam_gbif.transforms.spill).
+The records are built by the same media_records() as the API source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE
+from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MediaRecord
+from beam_gbif.io.dwca.archive import PreparedArchive, citation_of, prepare_archive
+from beam_gbif.io.dwca.meta import DwcaError
+from beam_gbif.io.dwca.request import download_key_for_predicate
+from beam_gbif.io.dwca.rows import MEDIA_COLUMNS, Projection, projection
+from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifClient
+from beam_gbif.transforms.sources.media_items import (
+    DROPPED_MEDIA_NO_URL,
+    DROPPED_MEDIA_OTHER_TYPE,
+    DROPPED_NO_MEDIA,
+    media_records,
+    media_type_of,
+)
+from beam_gbif.transforms.spill import GroupByKeyOnDisk, warn_if_short_of_space
+
+MALFORMED_OCCURRENCE_ROWS = "dwca_malformed_occurrence_rows"
+MALFORMED_MULTIMEDIA_ROWS = "dwca_malformed_multimedia_rows"
+MEDIA_WITHOUT_OCCURRENCE = "dwca_media_without_occurrence"
+DUPLICATE_OCCURRENCE_ROWS = "dwca_duplicate_occurrence_rows"
+INVALID_OCCURRENCE_IDS = "dwca_invalid_occurrence_ids"
+
+# Join input: (gbifID, tag + packed values). A one-byte tag instead of CoGroupByKey's tagged
+# tuples keeps every shuffled element a single bytes object (see Projection.pack).
+_OCCURRENCE = b"o"
+_MEDIA = b"m"
+
+# Measured (bench/dwca.py, 2M occurrences / 3M media rows): the on-disk shuffles peaked at 0.39 byte
+# per byte of extracted occurrence.txt + multimedia.txt; the warning leaves some margin above that.
+_SPILL_PER_EXTRACTED_BYTE = 0.5
+
+
+class _ParseRows(beam.DoFn):
+    """A row → ``(gbifID, tag + packed projected values)``; rows with too few columns are counted and skipped.
+
+    Core rows are all kept (tag ``b"o"``); _ParseMedia keeps only the wanted media.
+    """
+
+    def __init__(self, columns: Projection, tag: bytes, malformed_counter: str):
+        self._columns = columns
+        self._tag = tag
+        self._malformed = Metrics.counter(METRICS_NAMESPACE, malformed_counter)
+
+    def process(self, line: bytes) -> Iterable[tuple[str, bytes]]:
+        parsed = self._columns.parse(line)
+        if parsed is None:
+            self._malformed.inc()
+            return
+        row_id, values = parsed
+        if self._keep(values):
+            yield row_id, self._tag + self._columns.pack(values)
+
+    def _keep(self, values: tuple[str, ...]) -> bool:
+        return True
+
+
+class _ParseMedia(_ParseRows):
+    """A multimedia row → ``(gbifID, b"m" + values)`` when it is of the wanted type and has a URL.
+
+    Filtering here, before the join, keeps sounds and URL-less rows out of the shuffle; the
+    drops are counted under media_records' own counter names.
+    """
+
+    def __init__(self, columns: Projection, media_type: str):
+        super().__init__(columns, _MEDIA, MALFORMED_MULTIMEDIA_ROWS)
+        self._media_type = media_type
+        self._other_type = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_OTHER_TYPE)
+        self._no_url = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_NO_URL)
+
+    def _keep(self, values: tuple[str, ...]) -> bool:
+        item = self._columns.as_dict(values)
+        if media_type_of(item) != self._media_type:
+            self._other_type.inc()
+            return False
+        if not item["identifier"]:
+            self._no_url.inc()
+            return False
+        return True
+
+
+class _BuildRecords(beam.DoFn):
+    """One gbifID's occurrence row and media rows → its MediaRecords (none when it has no media)."""
+
+    def __init__(self, occurrence_columns: Projection, media_columns: Projection, label_field: str, stream_fields: Sequence[str],
+                 media_type: str, source: str, licenses: frozenset[str] = frozenset(), one_media_seed: int | None = None):
+        self._licenses = licenses
+        self._one_media_seed = one_media_seed
+        self._occurrence_columns = occurrence_columns
+        self._media_columns = media_columns
+        self._label_field = label_field
+        self._stream_fields = tuple(stream_fields)
+        self._media_type = media_type
+        self._source = source
+        self._no_media = Metrics.counter(METRICS_NAMESPACE, DROPPED_NO_MEDIA)
+        self._orphans = Metrics.counter(METRICS_NAMESPACE, MEDIA_WITHOUT_OCCURRENCE)
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, DUPLICATE_OCCURRENCE_ROWS)
+        self._invalid_ids = Metrics.counter(METRICS_NAMESPACE, INVALID_OCCURRENCE_IDS)
+
+    def process(self, joined: tuple[str, Iterable[bytes]]) -> Iterable[MediaRecord]:
+        gbif_id, tagged = joined
+        occurrences: list[bytes] = []
+        media: list[bytes] = []
+        for value in tagged:
+            (occurrences if value[:1] == _OCCURRENCE else media).append(value[1:])
+        if not occurrences:
+            self._orphans.inc(len(media))
+            return
+        if not media:
+            self._no_media.inc()  # most occurrences of a download have no media at all
+            return
+        if len(occurrences) > 1:
+            self._duplicates.inc(len(occurrences) - 1)
+        occurrence = self._occurrence_columns.unpack(min(occurrences))  # min: independent of delivery order
+        occurrence["gbifID"] = gbif_id
+        items = [self._media_columns.unpack(packed) for packed in sorted(media)]
+        try:
+            records, dropped = media_records(
+                occurrence, items, label_field=self._label_field, stream_fields=self._stream_fields,
+                media_type=self._media_type, source=self._source, licenses=self._licenses, one_media_seed=self._one_media_seed,
+            )
+        except ValueError:  # a core id that is not a number cannot be an occurrence key
+            self._invalid_ids.inc()
+            return
+        for name, count in dropped.items():
+            Metrics.counter(METRICS_NAMESPACE, name).inc(count)
+        yield from records
+
+
+@dataclasses.dataclass(frozen=True)
+class DwcaReadSettings:
+    """Exactly one of ``dwca`` (a download DOI, a download key, a local zip or a gs:// URI) and
+    ``download_predicate`` (JSON of a new download to request with GBIF_USER/GBIF_PWD, polled every
+    ``download_poll_seconds``). ``label_field`` and ``stream_fields``: core terms by short name or
+    URI. ``cache_root``: where archives are cached and extracted (default: the beam-gbif cache).
+    ``licenses``: codes to keep (empty: all). ``one_media_seed``: keep one media per occurrence,
+    seeded (None: all media). ``scratch_dir``: the local runners' spill folder for the join.
+    """
+
+    dwca: str | None = None
+    label_field: str = DEFAULT_LABEL_FIELD
+    stream_fields: tuple[str, ...] = ()
+    media_type: str = DEFAULT_MEDIA_TYPE
+    cache_root: str | None = None
+    api_url: str = DEFAULT_GBIF_API_URL
+    user_agent: str = DEFAULT_USER_AGENT
+    download_predicate: str | None = None
+    download_poll_seconds: float = 5.0
+    licenses: frozenset[str] = frozenset()
+    one_media_seed: int | None = None
+    scratch_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stream_fields", tuple(self.stream_fields))
+        object.__setattr__(self, "licenses", frozenset(self.licenses))
+        if bool(self.dwca) == bool(self.download_predicate):
+            raise DwcaError(
+                "the dwca source needs exactly one of --dwca (a download DOI, a download key, a local zip or a gs:// URI) "
+                "and --gbif_download_predicate (a new download requested with GBIF_USER/GBIF_PWD)"
+            )
+
+
+class ReadDwcaMedia(beam.PTransform):
+    """``--dwca DOI|KEY|PATH`` → a PCollection of MediaRecord (one per media item of the wanted type)."""
+
+    def __init__(self, settings: DwcaReadSettings):
+        super().__init__()
+        self.settings = settings
+        self._scratch_dir = settings.scratch_dir
+        self._licenses = settings.licenses
+        self._one_media_seed = settings.one_media_seed
+        self._dwca = settings.dwca
+        self._download_predicate = settings.download_predicate
+        self._download_poll_seconds = settings.download_poll_seconds
+        self._label_field = settings.label_field
+        self._stream_fields = settings.stream_fields
+        self._media_type = settings.media_type
+        self._cache_root = settings.cache_root
+        self._api_url = settings.api_url
+        self._user_agent = settings.user_agent
+
+    def citation(self) -> dict[str, Any]:
+        """How to cite the archive read, for stats.json and the manifest (see ``citation_of``); memoised per process."""
+        return citation_of(self.prepare())
+
+    def prepare(self) -> PreparedArchive:
+        """Resolves (or requests and waits for), downloads or reuses, and extracts the archive; memoised per process."""
+        client = GbifClient(self._api_url, self._user_agent)
+        spec = self._dwca or download_key_for_predicate(client, self._download_predicate, first_delay=self._download_poll_seconds)
+        return prepare_archive(spec, cache_root=self._cache_root, client=client)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        prepared = self.prepare()
+        name = prepared.archive.zip_uri
+        core, multimedia = prepared.core, prepared.multimedia
+        needed = (self._label_field, *self._stream_fields, "datasetKey")
+        required = (self._label_field, *self._stream_fields)
+        occurrence_columns = projection(core, needed, required=required, archive_name=name)
+        media_columns = projection(multimedia, MEDIA_COLUMNS, required=("identifier",), archive_name=name)
+        parse_occurrences = _ParseRows(occurrence_columns, _OCCURRENCE, MALFORMED_OCCURRENCE_ROWS)
+        occurrences = (
+            pbegin
+            | "ReadOccurrences" >> _read_lines(prepared.core_uri, core.ignore_header_lines)
+            | "ParseOccurrences" >> beam.ParDo(parse_occurrences).with_output_types(tuple[str, bytes])
+        )
+        media = (
+            pbegin
+            | "ReadMultimedia" >> _read_lines(prepared.multimedia_uri, multimedia.ignore_header_lines)
+            | "ParseMedia" >> beam.ParDo(_ParseMedia(media_columns, self._media_type)).with_output_types(tuple[str, bytes])
+        )
+        if self._scratch_dir:
+            expected = _extracted_bytes(prepared) * _SPILL_PER_EXTRACTED_BYTE
+            warn_if_short_of_space(self._scratch_dir, int(expected), f"reading {name}")
+        build = _BuildRecords(occurrence_columns, media_columns, self._label_field, self._stream_fields, self._media_type,
+                              prepared.archive.source, self._licenses, self._one_media_seed)
+        return (
+            (occurrences, media)
+            | "JoinByGbifId" >> GroupByKeyOnDisk(self._scratch_dir, value_coder=coders.BytesCoder())
+            | "BuildRecords" >> beam.ParDo(build).with_output_types(MediaRecord)
+        )
+
+
+def _extracted_bytes(prepared: PreparedArchive) -> int:
+    matches = FileSystems.match([prepared.core_uri, prepared.multimedia_uri])
+    return sum(metadata.size_in_bytes for match in matches for metadata in match.metadata_list)
+
+
+def _read_lines(uri: str, header_lines: int) -> beam.PTransform:
+    # Bytes, not text: each file's declared encoding is applied when the row is parsed.
+    return beam.io.ReadFromText(uri, skip_header_lines=header_lines, coder=coders.BytesCoder())

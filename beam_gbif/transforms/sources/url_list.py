@@ -1,0 +1,272 @@
+"""ReadUrlList: the user's own URL list (``--source urls --input FILE``) or an earlier run's failures
+(``--retry_failed_from OUTPUT``) → MediaRecords.
+
+``--input``: local or gs://; either a CSV/TSV whose header has a ``url`` column (``identifier``
+also works) and optional columns ``label`` (or the ``--label`` field), ``split``, ``license``,
+``occurrence_key`` (or ``gbifID``/``key``), ``datasetKey``, ``rightsHolder``, ``creator``,
+``publisher``, ``references``, ``format``, ``type`` and the ``--split_streams_by`` fields; or
+one URL per line (``#`` comments and blank lines ignored). Bad rows (no URL, a URL that is not
+``scheme://host...``, a wrong number of cells) are skipped, counted (``beam_gbif/url_list_bad_rows``)
+and logged with their line number.
+
+A ``split`` cell presets the record's split: a record that arrives at AssignSplits with a
+non-empty ``split`` keeps it. Without an occurrence key column, each URL gets a stable
+synthetic key (negative, so it can never be mistaken for a GBIF occurrence): splits stay
+reproducible and no two URLs share an "occurrence".
+
+``--retry_failed_from``: the FAILED rows of that output's manifest, reset to "not downloaded"
+(status, path, bytes, ... cleared), keeping label, split and every other field.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_gbif import METRICS_NAMESPACE
+from beam_gbif.core.errors import OptionError
+from beam_gbif.core.licenses import normalize_license
+from beam_gbif.core.records import DEFAULT_MEDIA_TYPE, MediaRecord, Status
+from beam_gbif.io.manifest_files import manifest_pattern
+from beam_gbif.transforms.sources.media_items import field_value
+
+_LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BAD_ROWS = "url_list_bad_rows"
+RETRIED_FAILURES = "retried_failures"
+DEFAULT_LABEL = "unlabelled"
+_URL_COLUMNS = ("url", "identifier")
+_KEY_COLUMNS = ("occurrence_key", "gbifID", "key", "occurrenceKey")
+_LOGGED_BAD_ROWS = 50  # per worker; the counter has the full number
+# What a download sets, with MediaRecord's own defaults (a record before its download).
+_RESULT_FIELDS = ("status", "path", "bytes", "sha256", "content_type", "error")
+_RESULT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MediaRecord) if f.name in _RESULT_FIELDS}
+
+
+def synthetic_occurrence_key(url: str) -> int:
+    """A stable negative key from the URL (blake2b, not hash(): the same on every worker)."""
+    digest = hashlib.blake2b(url.encode("utf-8"), digest_size=8).digest()
+    return -(int.from_bytes(digest, "big") >> 2) - 1
+
+
+def is_absolute_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return bool(parts.scheme and parts.netloc) and not any(ch.isspace() for ch in url)
+
+
+class ListFormat:
+    """How a list file is laid out, read from its first meaningful line."""
+
+    def __init__(self, delimiter: str | None, header: list[str] | None):
+        self.delimiter = delimiter  # None: one URL per line
+        self.header = header
+
+    @classmethod
+    def sniff(cls, first_line: str, source: str) -> ListFormat:
+        line = first_line.rstrip("\r\n")
+        if is_absolute_url(line.strip()):
+            return cls(None, None)
+        delimiter = "\t" if "\t" in line else ","
+        header = next(csv.reader([line], delimiter=delimiter))
+        names = [name.strip() for name in header]
+        if not any(name.lower() in _URL_COLUMNS for name in names):
+            raise OptionError(
+                f"--input {source}: the first line is neither a URL nor a header with a 'url' column "
+                f"(found columns: {', '.join(repr(n) for n in names[:10])})"
+            )
+        return cls(delimiter, names)
+
+
+def _first_line(path: str) -> str:
+    with FileSystems.open(path) as handle:
+        for raw in io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""):
+            if raw.strip() and not raw.lstrip().startswith("#"):
+                return raw
+    raise OptionError(f"--input {path}: the file has no URLs")
+
+
+def _sniff_list_file(path: str) -> ListFormat:
+    if not FileSystems.exists(path):
+        raise OptionError(f"--input {path}: no such file")
+    return ListFormat.sniff(_first_line(path), path)
+
+
+def _checked(what: str, check: Callable[[], T]) -> T:
+    """Runs a construction-time check; a storage failure (permissions, network) becomes one clear line."""
+    try:
+        return check()
+    except OptionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any filesystem error, named in the message
+        raise OptionError(f"{what}: cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''})") from exc
+
+
+def _column(row: dict[str, str], names: Sequence[str]) -> str:
+    for name in names:
+        value = field_value(row, name)
+        if value:
+            return value
+    return ""
+
+
+class _ReadListFile(beam.DoFn):
+    """One list file → (line number, record) pairs; bad rows counted and logged here."""
+
+    def __init__(self, list_format: ListFormat, label_field: str, stream_fields: Sequence[str], media_type: str):
+        self._format = list_format
+        self._label_field = label_field
+        self._stream_fields = tuple(stream_fields)
+        self._media_type = media_type
+        self._bad_rows = Metrics.counter(METRICS_NAMESPACE, BAD_ROWS)
+
+    def process(self, path: str) -> Iterator[MediaRecord]:
+        bad = 0
+        with FileSystems.open(path) as handle:
+            text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+            for line_number, row, problem in self._rows(text):
+                if problem is None:
+                    record, problem = self._record(row, path)
+                    if record is not None:
+                        yield record
+                        continue
+                bad += 1
+                self._bad_rows.inc()
+                if bad <= _LOGGED_BAD_ROWS:
+                    _LOG.warning("%s line %d: skipped, %s", path, line_number, problem)
+        if bad:
+            _LOG.warning("%s: %d bad row(s) skipped", path, bad)
+
+    def _rows(self, text: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, str], str | None]]:
+        if self._format.delimiter is None:
+            for line_number, line in enumerate(text, start=1):
+                url = line.strip()
+                if url and not url.startswith("#"):
+                    yield line_number, {"url": url}, None
+            return
+        header = self._format.header or []
+        reader = csv.reader(text, delimiter=self._format.delimiter)
+        seen_header = False
+        for cells in reader:
+            line_number = reader.line_num
+            if not any(cell.strip() for cell in cells) or cells[0].lstrip().startswith("#"):
+                continue
+            if not seen_header:  # the header, already parsed by sniff()
+                seen_header = True
+                continue
+            if len(cells) != len(header):
+                yield line_number, {}, f"{len(cells)} cells where the header has {len(header)}"
+                continue
+            yield line_number, {name: cell.strip() for name, cell in zip(header, cells, strict=True)}, None
+
+    def _record(self, row: dict[str, str], path: str) -> tuple[MediaRecord | None, str]:
+        url = _column(row, _URL_COLUMNS)
+        if not url:
+            return None, "no URL"
+        if not is_absolute_url(url):
+            return None, f"not an absolute URL: {url[:200]!r}"
+        key_text = _column(row, _KEY_COLUMNS)
+        try:
+            occurrence_key = int(key_text) if key_text else synthetic_occurrence_key(url)
+        except ValueError:
+            return None, f"occurrence key is not an integer: {key_text[:50]!r}"
+        raw_license = _column(row, ("license", "licence"))
+        record = MediaRecord(
+            url=url,
+            label=_column(row, (self._label_field, "label")) or DEFAULT_LABEL,
+            occurrence_key=occurrence_key,
+            stream=tuple(field_value(row, name) for name in self._stream_fields),
+            dataset_key=_column(row, ("datasetKey", "dataset_key")),
+            media_type=_column(row, ("type", "media_type")) or self._media_type,
+            media_format=_column(row, ("format", "media_format")),
+            license=raw_license,
+            license_code=normalize_license(raw_license),
+            rights_holder=_column(row, ("rightsHolder", "rights_holder")),
+            creator=_column(row, ("creator",)),
+            publisher=_column(row, ("publisher",)),
+            references=_column(row, ("references",)),
+            source=f"urls:{path}",
+            split=_column(row, ("split",)),
+        )
+        return record, ""
+
+
+def reset_for_retry(record: MediaRecord) -> MediaRecord:
+    """A manifest row as it was before its download: result fields back to their defaults."""
+    return record.replace(**_RESULT_DEFAULTS)
+
+
+class _KeepFailures(beam.DoFn):
+    def __init__(self) -> None:
+        self._retried = Metrics.counter(METRICS_NAMESPACE, RETRIED_FAILURES)
+
+    def process(self, row: dict) -> Iterable[MediaRecord]:
+        if Status.is_failure(row.get("status") or ""):
+            self._retried.inc()
+            yield reset_for_retry(MediaRecord.from_dict(row))
+
+
+@dataclasses.dataclass(frozen=True)
+class UrlListSettings:
+    """Exactly one of ``input`` (a CSV/TSV list with a url column, or one URL per line) and
+    ``retry_failed_from`` (an earlier output: its FAILED manifest rows). ``label_field``: the
+    list's label column; ``stream_fields``: its stream columns; ``media_type``: what a body must be."""
+
+    input: str | None = None
+    retry_failed_from: str | None = None
+    label_field: str = "label"
+    stream_fields: tuple[str, ...] = ()
+    media_type: str = DEFAULT_MEDIA_TYPE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stream_fields", tuple(self.stream_fields))
+        if bool(self.input) == bool(self.retry_failed_from):
+            raise OptionError("--source urls needs exactly one of --input FILE or --retry_failed_from OUTPUT")
+
+
+class ReadUrlList(beam.PTransform):
+    """``--input`` list file or ``--retry_failed_from`` manifest → MediaRecords (exactly one of them)."""
+
+    def __init__(self, settings: UrlListSettings):
+        super().__init__()
+        input, retry_failed_from = settings.input, settings.retry_failed_from
+        self._input = input
+        self._retry_failed_from = retry_failed_from
+        self._label_field = settings.label_field
+        self._stream_fields = settings.stream_fields
+        self._media_type = settings.media_type
+        # Checked now, so a bad file is a clear error before any worker starts.
+        if input:
+            self._format = _checked(f"--input {input}", lambda: _sniff_list_file(input))
+        else:
+            pattern = manifest_pattern(retry_failed_from)
+            found = _checked(f"--retry_failed_from {retry_failed_from}", lambda: FileSystems.match([pattern]))
+            if not any(result.metadata_list for result in found):
+                raise OptionError(f"--retry_failed_from {retry_failed_from}: no manifest found ({pattern})")
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self._retry_failed_from:
+            return (
+                pbegin
+                | "ReadManifest" >> beam.io.ReadFromAvro(manifest_pattern(self._retry_failed_from))
+                | "KeepFailures" >> beam.ParDo(_KeepFailures())
+            )
+        return (
+            pbegin
+            | "ListFile" >> beam.Create([self._input])
+            | "ReadRows" >> beam.ParDo(_ReadListFile(self._format, self._label_field, self._stream_fields, self._media_type))
+            | "Spread" >> beam.Reshuffle()
+        )

@@ -42,9 +42,9 @@ def scratch_dir_for(options: PipelineOptions) -> str | None:
     return None if runs_remotely(options) else default_scratch_root()
 
 
-def read_occurrence_media(options: PipelineOptions) -> ReadOccurrenceMedia:
+def api_settings(options: PipelineOptions) -> ApiReadSettings:
     options = options.view_as(GbifMediaOptions)
-    return ReadOccurrenceMedia(ApiReadSettings(
+    return ApiReadSettings(
         query=parse_query(options.query),
         api_url=options.gbif_api_url,
         user_agent=http_user_agent(options),
@@ -58,7 +58,11 @@ def read_occurrence_media(options: PipelineOptions) -> ReadOccurrenceMedia:
         licenses=frozenset(parse_csv_list(options.licenses)),
         seed=options.seed,
         api_concurrency=options.gbif_api_concurrency,
-    ))
+    )
+
+
+def read_occurrence_media(options: PipelineOptions) -> ReadOccurrenceMedia:
+    return ReadOccurrenceMedia(api_settings(options))
 
 
 def dwca_settings(options: PipelineOptions) -> DwcaReadSettings:
@@ -87,17 +91,21 @@ def read_dwca_media(options: PipelineOptions) -> ReadDwcaMedia:
     return ReadDwcaMedia(dwca_settings(options))
 
 
-def read_url_list(options: PipelineOptions) -> ReadUrlList:
+def url_list_settings(options: PipelineOptions) -> UrlListSettings:
     options = options.view_as(GbifMediaOptions)
     require_shared_path(options, "input", options.input)
     require_shared_path(options, "retry_failed_from", options.retry_failed_from)
-    return ReadUrlList(UrlListSettings(
+    return UrlListSettings(
         input=options.input,
         retry_failed_from=options.retry_failed_from,
         label_field=options.label_field or "label",
         stream_fields=tuple(parse_csv_list(options.split_streams_by)),
         media_type=options.media_type,
-    ))
+    )
+
+
+def read_url_list(options: PipelineOptions) -> ReadUrlList:
+    return ReadUrlList(url_list_settings(options))
 
 
 _SOURCES = {"api": read_occurrence_media, "dwca": read_dwca_media, "urls": read_url_list}
@@ -109,14 +117,18 @@ def read_media(options: PipelineOptions) -> beam.PTransform:
     return _SOURCES[source_kind(options)](options)
 
 
+def filter_settings(options: PipelineOptions) -> FilterSettings:
+    options = options.view_as(GbifMediaOptions)
+    return FilterSettings(licenses=frozenset(parse_csv_list(options.licenses)), scratch_dir=scratch_dir_for(options))
+
+
 def filter_media(options: PipelineOptions) -> FilterMedia:
-    options = options.view_as(GbifMediaOptions)
-    return FilterMedia(FilterSettings(licenses=frozenset(parse_csv_list(options.licenses)), scratch_dir=scratch_dir_for(options)))
+    return FilterMedia(filter_settings(options))
 
 
-def sample_streams(options: PipelineOptions) -> SampleStreams:
+def sampling_settings(options: PipelineOptions) -> SamplingSettings:
     options = options.view_as(GbifMediaOptions)
-    return SampleStreams(SamplingSettings(
+    return SamplingSettings(
         nb_samples=options.nb_samples,
         nb_samples_per_stream=options.nb_samples_per_stream,
         weighted=bool(options.weighted_streams),
@@ -125,22 +137,30 @@ def sample_streams(options: PipelineOptions) -> SampleStreams:
         one_media_per_occurrence=False,
         seed=options.seed,
         scratch_dir=scratch_dir_for(options),
-    ))
+    )
 
 
-def assign_splits(options: PipelineOptions) -> AssignSplits:
+def sample_streams(options: PipelineOptions) -> SampleStreams:
+    return SampleStreams(sampling_settings(options))
+
+
+def split_settings(options: PipelineOptions) -> SplitSettings:
     options = options.view_as(GbifMediaOptions)
-    return AssignSplits(SplitSettings(
+    return SplitSettings(
         random_subsets=parse_ratios(options.random_subsets),
         subset_streams=parse_subset_streams(options.subset_streams),
         split_streams_by=tuple(parse_csv_list(options.split_streams_by)),
         seed=options.seed,
-    ))
+    )
 
 
-def download_media(options: PipelineOptions) -> DownloadMedia:
+def assign_splits(options: PipelineOptions) -> AssignSplits:
+    return AssignSplits(split_settings(options))
+
+
+def download_settings(options: PipelineOptions) -> DownloadSettings:
     options = options.view_as(GbifMediaOptions)
-    return DownloadMedia(DownloadSettings(
+    return DownloadSettings(
         output=options.output,
         max_concurrency=options.max_concurrency,
         per_host_concurrency=options.per_host_concurrency,
@@ -151,14 +171,31 @@ def download_media(options: PipelineOptions) -> DownloadMedia:
         allow_private_hosts=bool(options.allow_private_hosts),
         user_agent=http_user_agent(options),
         scratch_dir=scratch_dir_for(options),
-    ))
+    )
 
 
-def write_manifest(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = ()) -> WriteManifest:
+def download_media(options: PipelineOptions) -> DownloadMedia:
+    return DownloadMedia(download_settings(options))
+
+
+def manifest_settings(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = ()) -> ManifestSettings:
     """``citations``: what the source read and how to cite it (build() passes the DwC-A source's)."""
     options = options.view_as(GbifMediaOptions)
     require_shared_path(options, "output", options.output)
     retry = options.retry_failed_from
     carry = retry if retry and options.output and same_root(retry, options.output) else None
-    return WriteManifest(ManifestSettings(output=options.output, carry_over_from=carry, citations=tuple(citations),
-                                          scratch_dir=scratch_dir_for(options)))
+    return ManifestSettings(output=options.output, carry_over_from=carry, citations=tuple(citations), scratch_dir=scratch_dir_for(options))
+
+
+def write_manifest(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = ()) -> WriteManifest:
+    return WriteManifest(manifest_settings(options, citations))
+
+
+_SOURCE_SETTINGS = {"api": api_settings, "dwca": dwca_settings, "urls": url_list_settings}
+
+
+def check_options(options: PipelineOptions) -> None:
+    """Every stage's own validation, without I/O: what a template's regexes must not let through (OptionError)."""
+    _SOURCE_SETTINGS[source_kind(options.view_as(GbifMediaOptions))](options)
+    for settings in (filter_settings, sampling_settings, split_settings, download_settings, manifest_settings):
+        settings(options)

@@ -69,13 +69,17 @@ def _translate_all(out_file: Path, work: Path) -> None:
             proto = result.job.proto_pipeline
             names = sorted({t.unique_name for t in proto.components.transforms.values()})
             job_type = result.job.proto.type
-            report[name] = {"state": str(result.state), "transforms": names, "job_type": getattr(job_type, "name", str(job_type))}
+            report[name] = {"state": str(result.state), "transforms": names, "job_type": getattr(job_type, "name", str(job_type)),
+                            "job_id": result.job.proto.id}
         local = make_options([*DATAFLOW_ARGS, f"--input={work / 'urls.csv'}", "--label=label"])
         try:
             build(beam.Pipeline(options=local), local)
             report["local_input_error"] = ""
         except Exception as exc:  # noqa: BLE001 - reported to the test
             report["local_input_error"] = str(exc)
+    import socket
+
+    report["interfaces"] = sorted(name for _, name in socket.if_nameindex())
     out_file.write_text(json.dumps(report), encoding="utf-8")
 
 
@@ -118,7 +122,8 @@ def test_translation_ran_without_network_and_submitted_nothing(translation: dict
     # staging, auth and submission were all skipped by --dry_run, or the subprocess would have failed.
     if not _loopback_only_prefix():
         pytest.skip("unshare -rn is not available here; the translation ran with the offline environment only")
-    assert translation["urls"]["state"].endswith("DONE")
+    assert translation["interfaces"] == ["lo"]  # the translation really ran where only loopback exists
+    assert [translation[name]["job_id"] for name in ("urls", "dwca", "api")] == ["", "", ""]  # no job was created
 
 
 def test_local_paths_are_refused_for_dataflow_workers(translation: dict[str, Any]) -> None:

@@ -157,7 +157,7 @@ def construct(cls: type) -> Any:
 def roundtrip(fn: Any) -> Any:
     restored = pickler.loads(pickler.dumps(fn))
     assert type(restored).__qualname__ == type(fn).__qualname__
-    # The restored object's state pickles again to the same classes of values (no lost attributes).
+    # The restored object has exactly the attributes of the original: none was lost in pickling.
     assert set(vars(restored)) == set(vars(fn)), qualified(fn)
     return restored
 

@@ -17,6 +17,7 @@ import pytest
 from apache_beam.options.pipeline_options import SetupOptions
 from apache_beam.options.pipeline_options import TestOptions as BeamTestOptions
 
+from beam_gbif.core.errors import OptionError
 from beam_gbif.core.licenses import KNOWN_LICENSE_CODES
 from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
 from pipelines import stages
@@ -53,8 +54,8 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "licenses": (["CC0_1_0,CC_BY_4_0,PUBLIC_DOMAIN", "CC_BY_NC_SA_3_0", "CC0_1_0, CC_BY_4_0", "CC_BY"],
                  ["CC_BY_5_0", "cc0_1_0", "CC0_1_0,", "MIT", "CC_BY_SA_ND_4_0"]),
     "split_streams_by": (["speciesKey,datasetKey", "speciesKey"], ["speciesKey,", ",x", "a b"]),
-    "nb_samples": (["-1", "0", "500"], ["-2", "1.5", "ten"]),
-    "nb_samples_per_stream": (["5", "500"], ["-1", "x"]),
+    "nb_samples": (["-1", "500", "10"], ["-2", "0", "00", "1.5", "ten"]),
+    "nb_samples_per_stream": (["5", "500", "1"], ["-1", "0", "x"]),
     "weighted_streams": (["true", "false", "True", "1", "0"], ["maybe", "2", ""]),
     "all_media": (["true", "false"], ["yes please"]),
     "random_subsets": (["train=0.9,test=0.1", "train=0.8,val=0.1,test=0.1", '{"train": 0.9, "test": 0.1}'],
@@ -65,7 +66,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "per_host_concurrency": (["16"], ["0", "x"]),
     "per_host_rate": (["0", "2.5", ".5"], ["-1", "fast"]),
     "max_retries": (["0", "3"], ["-1"]),
-    "timeout": (["60", "2.5"], ["-1", "1m"]),
+    "timeout": (["60", "2.5", "0.5", ".5"], ["-1", "0", "0.0", ".0", "1m"]),
     "max_bytes": (["52428800"], ["0", "50MB"]),
     "allow_private_hosts": (["true", "false"], ["sometimes"]),
     "gbif_api_concurrency": (["4"], ["0"]),
@@ -174,16 +175,28 @@ def test_template_strings_parse_like_cli_values(cli: list[str], template: dict[s
     assert _parsed(base + [f"--{name}={value}" for name, value in template.items()]) == _parsed(base + cli)
 
 
-def test_every_documented_example_is_a_valid_option_value() -> None:
+# What an example needs beside it to make a whole valid run (a source names its input).
+EXAMPLE_CONTEXT = {("source", "dwca"): ["--dwca=10.15468/dl.vnm42s"], ("source", "urls"): ["--input=gs://b/urls.csv"]}
+
+
+def test_every_documented_example_passes_the_pipelines_own_validation() -> None:
+    """A value the template accepts must be one the pipeline accepts: every stage's settings are built from it."""
     for name, (good, _) in EXAMPLES.items():
         for value in good:
             if name in ("query", "subset_streams", "gbif_download_predicate") and value.startswith("@"):
                 continue  # a file reference; its content is what gets parsed
-            values = _parsed(["--output=gs://b/p", f"--{name}={value}"])
-            if name == "licenses":
-                stages.filter_media(make_options([f"--licenses={value}"]).view_as(GbifMediaOptions))
+            argv = ["--output=gs://b/p", f"--{name}={value}", *EXAMPLE_CONTEXT.get((name, value), [])]
+            values = _parsed(argv)
+            stages.check_options(make_options(argv))
             if name in ("weighted_streams", "all_media", "allow_private_hosts"):
                 assert values[name] == parse_bool(value)
+
+
+@pytest.mark.parametrize(("name", "value"), [("nb_samples", "0"), ("nb_samples_per_stream", "0"), ("timeout", "0"), ("licenses", "MIT")])
+def test_the_pipeline_refuses_what_the_template_refuses(name: str, value: str) -> None:
+    assert not _accepts(PARAMETERS[name], value)
+    with pytest.raises(OptionError):
+        stages.check_options(make_options(["--output=gs://b/p", f"--{name}={value}"]))
 
 
 def _dockerfile_arg(name: str) -> str:

@@ -26,13 +26,14 @@ What each figure measures:
     100k, >= 3 x gbif-dl) are checked against;
   * fetch s: a COMPONENT figure: first request to last response at the media server, i.e. the download phase
     alone (start-up and the manifest excluded). The "fetch" ratio compares tools on that phase only;
-  * peak RSS: the largest resident set of any one process of the tool (``wait4`` ru_maxrss: the child and
-    every descendant it waited for), max over rounds; tree RSS: the sum over the tool's whole process tree,
-    sampled every 0.2 s (img2dataset runs several processes at once), max over rounds.
+  * peak RSS: the largest resident set of any one process of the tool (ru_maxrss of the tool and of every
+    descendant it waited for, read through GNU time so that this script's own memory is not counted), max over
+    rounds; tree RSS: the sum over the tool's whole process tree, sampled every 0.2 s (img2dataset runs several
+    processes at once), max over rounds.
 
 Case "big" (issue 10, section 1: the memory ceiling): --big_urls (2,000) bodies of --big_bytes (8 MiB) on one
 host, beam-gbif CLI at --max_concurrency 256 --per_host_concurrency 256, plus --max_buffer_bytes (1 GiB) when
-the CLI's --help lists that option. It reports the whole job's peak RSS (largest of the wait4 figure and the
+the CLI's --help lists that option. It reports the whole job's peak RSS (largest of the ru_maxrss figure and the
 sampled tree sum) against the budget + 400 MiB. The raw aiohttp + temp/rename client runs beside it as a
 reference (it holds every body in flight: about concurrency x 8 MiB). The output folder is deleted after every
 run (2,000 x 8 MiB = 16 GiB of writes). The 8 MiB bodies come from a small server in this script that sends one
@@ -54,6 +55,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -150,19 +152,30 @@ def tree_rss_bytes(root: int) -> int:
 @dataclasses.dataclass
 class Measured:
     seconds: float
-    peak_rss_mb: float  # wait4 ru_maxrss: the largest single process of the tree
+    peak_rss_mb: float  # ru_maxrss: the largest single process of the tree
     tree_rss_mb: float  # sampled sum over the process tree
     code: int
 
 
+TIME = shutil.which("time", path="/usr/bin:/bin")  # GNU time: a tiny C parent, so its child's ru_maxrss is the tool's own
+
+
 def run_measured(cmd: list[str], env: dict[str, str], timeout: float, log: Path, cwd: Path | None = None) -> Measured:
-    """Wall time, peak RSS (wait4, children included) and the peak of the sampled tree RSS of one subprocess."""
+    """Wall time, peak RSS (ru_maxrss, waited-for children included) and the peak of the sampled tree RSS of one subprocess.
+
+    A child forked from this process starts with this process's resident set counted in its ru_maxrss (Linux carries
+    the parent's high-water mark over fork and exec), so the tool runs under GNU time (``%M``) where it exists, and
+    the plain wait4 figure is only the fallback. The tool runs in its own session so a timeout kills all of it.
+    """
     started = time.monotonic()
     tree_peak = 0
+    maxrss_file = log.with_suffix(".maxrss")
+    maxrss_file.unlink(missing_ok=True)
+    wrapped = [TIME, "-f", "%M", "-o", str(maxrss_file), *cmd] if TIME else cmd
     with open(log, "wb") as out:
         out.write(("$ " + shlex.join(cmd) + "\n").encode())
         out.flush()
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+        process = subprocess.Popen(wrapped, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
         deadline = started + timeout
         next_sample = started
         while True:
@@ -171,7 +184,7 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float, log: Path,
                 break
             now = time.monotonic()
             if now > deadline:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 pid, status, usage = os.wait4(process.pid, 0)
                 break
             if now >= next_sample:
@@ -180,7 +193,12 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float, log: Path,
             time.sleep(0.02)
     seconds = time.monotonic() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(seconds, usage.ru_maxrss / 1024, tree_peak / MIB, process.returncode)
+    peak_kib = usage.ru_maxrss
+    try:
+        peak_kib = int(maxrss_file.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return Measured(seconds, peak_kib / 1024, tree_peak / MIB, process.returncode)
 
 
 def ensure_venv(workdir: Path, name: str, requirement: str) -> tuple[Path | None, str]:
@@ -298,6 +316,7 @@ class Round:
     files: int
     window: float
     note: str = ""
+    job: str = ""  # beam-gbif's own "N records in S s ..., F failed" figures (stats.json seconds: after start-up)
 
 
 @dataclasses.dataclass
@@ -383,13 +402,14 @@ def run_rounds(rows: list[Row], rounds: int, server: TimedMediaServer | BodyServ
             reported = re.findall(r"^ok (\d+)$", text, re.M)
             if not files and reported:  # the no-write client counts bodies instead of files
                 files = int(reported[-1])
-            note = ""
+            note, job = "", ""
             summary = re.search(r"^beam-gbif: (\d+) records in ([\d.]+) s: (\d+) files in the dataset, (\d+) failed", text, re.M)
             if summary:
-                note = f"job {float(summary[2]):.1f} s, {summary[4]} failed"
+                job = f"{float(summary[2]):.1f} s/{summary[4]} failed"
+                note = f"job {job}"
             if measured.code != 0:
                 note = (note + f"; exit {measured.code}, see {log}").lstrip("; ")
-            row.rounds.append(Round(measured, files, window, note))
+            row.rounds.append(Round(measured, files, window, "" if measured.code == 0 else note, job))
             m = measured
             print(f"  {m.seconds:.1f} s, {files} files, {files / m.seconds:.0f} files/s, fetch {window:.1f} s, "
                   f"peak RSS {m.peak_rss_mb:.0f} MB, tree {m.tree_rss_mb:.0f} MB {note}", flush=True)
@@ -403,7 +423,8 @@ def print_table(rows: list[Row]) -> None:
             print(f"{row.tool.name:28} {'-':>8} {'-':>7} {'-':>7} {'-':>8} {'-':>7} {'-':>11} {'-':>8}  {row.error}")
             continue
         walls = "/".join(f"{r.measured.seconds:.1f}" for r in row.rounds)
-        notes = "; ".join(dict.fromkeys(n for n in [row.tool.note, *(r.note for r in row.rounds)] if n))
+        jobs = " ".join(r.job for r in row.rounds if r.job)
+        notes = "; ".join(dict.fromkeys(n for n in [row.tool.note, f"job [{jobs}]" if jobs else "", *(r.note for r in row.rounds)] if n))
         print(f"{row.tool.name:28} {row.rate:8.0f} {row.median(lambda r: r.measured.seconds):7.1f} {row.median(lambda r: r.window):7.1f} "
               f"{row.window_rate:8.0f} {int(row.median(lambda r: r.files)):7d} {row.peak(lambda r: r.measured.peak_rss_mb):11.0f} "
               f"{row.peak(lambda r: r.measured.tree_rss_mb):8.0f}  [{walls}] {notes}")
@@ -454,7 +475,7 @@ def small_case(args: argparse.Namespace, skip: set[str], env: dict[str, str], wo
     print(ratio_line("beam-gbif / raw+writes", beam, by_key.get(RAW_WRITE), "target >= 0.70 at 20k, >= 0.85 at 100k"))
     print(ratio_line("beam-gbif / gbif-dl   ", beam, by_key.get(GBIF_DL_ROW), "target >= 3"))
     print("files/s, wall s: whole process (start-up, job, manifest); fetch s, fetch/s: first request to last response at the server "
-          "(component); peak RSS: largest process (wait4), tree: sampled sum of all processes; RSS max over rounds")
+          "(component); peak RSS: largest process (ru_maxrss), tree: sampled sum of all processes; RSS max over rounds")
 
 
 def big_case(args: argparse.Namespace, skip: set[str], env: dict[str, str], workdir: Path, wrapper: list[str]) -> None:

@@ -201,9 +201,10 @@ def test_two_pass_held_on_disk_selects_the_same_records(mode, tmp_path):
 def test_from_options_reads_the_flags():
     options = PipelineOptions(["--nb_samples=50", "--nb_samples_per_stream=9", "--all_media", "--seed=4"]).view_as(GbifMediaOptions)
     sampler = stages.sample_streams(options)
-    assert (sampler._nb_samples, sampler._cap, sampler._one_media, sampler._seed, sampler.strategy) == (50, 9, False, 4, BOUNDED)
+    s = sampler.settings
+    assert (s.nb_samples, s.nb_samples_per_stream, s.one_media_per_occurrence, s.seed, sampler.strategy) == (50, 9, False, 4, BOUNDED)
     # Without --all_media too: the sources keep one media per occurrence, the sampler never shuffles by occurrence.
-    assert stages.sample_streams(PipelineOptions(["--nb_samples=50"]).view_as(GbifMediaOptions))._one_media is False
+    assert stages.sample_streams(PipelineOptions(["--nb_samples=50"]).view_as(GbifMediaOptions)).settings.one_media_per_occurrence is False
     with pytest.raises(OptionError, match="--nb_samples must be a positive number"):
         stages.sample_streams(PipelineOptions(["--nb_samples=0"]).view_as(GbifMediaOptions))
     with pytest.raises(OptionError, match="--nb_samples_per_stream must be at least 1"):

@@ -220,17 +220,14 @@ class WriteManifest(beam.PTransform):
 
     def __init__(self, settings: ManifestSettings):
         super().__init__()
-        self._scratch_dir = settings.scratch_dir
-        self._output = settings.output
-        self._run_id = settings.run_id
-        self._carry_over_from = settings.carry_over_from
-        self._citations = settings.citations
+        self.settings = settings
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
-        if self._carry_over_from:
-            results = results | "CarryOver" >> CarryOverManifest(self._carry_over_from, self._scratch_dir)
-        results | "Manifest" >> WriteManifestShards(self._output, self._run_id)
-        results | "Attribution" >> WriteAttribution(self._output)
-        return results | "Stats" >> ComputeStats(self._output, self._run_id, self._citations)
+        settings = self.settings
+        if settings.carry_over_from:
+            results = results | "CarryOver" >> CarryOverManifest(settings.carry_over_from, settings.scratch_dir)
+        results | "Manifest" >> WriteManifestShards(settings.output, settings.run_id)
+        results | "Attribution" >> WriteAttribution(settings.output)
+        return results | "Stats" >> ComputeStats(settings.output, settings.run_id, settings.citations)
 
 

@@ -214,24 +214,19 @@ class SampleStreams(beam.PTransform):
 
     def __init__(self, settings: SamplingSettings = SamplingSettings()):
         super().__init__()
-        self._scratch_dir = settings.scratch_dir
-        self._nb_samples = settings.nb_samples
-        self._cap = settings.nb_samples_per_stream
-        self._weighted = settings.weighted
-        self._one_media = settings.one_media_per_occurrence
-        self._seed = settings.seed
+        self.settings = settings
         self.strategy = self._choose_strategy(settings.strategy)
         self.stream_stats: beam.PCollection | None = None
 
     def _choose_strategy(self, strategy: str) -> str:
-        balanced = self._nb_samples is not None and self._nb_samples > 0 and not self._weighted
+        balanced = self.settings.nb_samples is not None and self.settings.nb_samples > 0 and not self.settings.weighted
         if strategy == AUTO:
-            if self._nb_samples is None:
-                return CAP_ONLY if self._cap is not None else EVERYTHING
-            return BOUNDED if balanced and self._nb_samples <= BOUNDED_SAMPLE_LIMIT else TWO_PASS
+            if self.settings.nb_samples is None:
+                return CAP_ONLY if self.settings.nb_samples_per_stream is not None else EVERYTHING
+            return BOUNDED if balanced and self.settings.nb_samples <= BOUNDED_SAMPLE_LIMIT else TWO_PASS
         if strategy == BOUNDED and not balanced:
             raise ValueError("the bounded strategy needs a balanced, positive nb_samples")
-        if strategy == TWO_PASS and self._nb_samples is None:
+        if strategy == TWO_PASS and self.settings.nb_samples is None:
             raise ValueError("the two-pass strategy needs nb_samples")
         if strategy not in (BOUNDED, TWO_PASS):
             raise ValueError(f"unknown sampling strategy {strategy!r}; use {AUTO!r}, {BOUNDED!r} or {TWO_PASS!r}")
@@ -239,22 +234,25 @@ class SampleStreams(beam.PTransform):
 
     def _quota_rule(self) -> functools.partial:
         # A plain function of the counts, so the closure pickled to workers holds no transform.
-        return functools.partial(
-            compute_quotas, nb_samples=self._nb_samples, nb_samples_per_stream=self._cap, weighted=self._weighted, seed=self._seed
-        )
+        s = self.settings
+        return functools.partial(compute_quotas, nb_samples=s.nb_samples, nb_samples_per_stream=s.nb_samples_per_stream,
+                weighted=s.weighted,
+                                 seed=s.seed)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        if self._one_media:
-            records = records | "OneMediaPerOccurrence" >> OneMediaPerOccurrence(self._seed)
+        if self.settings.one_media_per_occurrence:
+            records = records | "OneMediaPerOccurrence" >> OneMediaPerOccurrence(self.settings.seed)
         if self.strategy == BOUNDED:
             selected, figures = self._bounded(records)
         else:
             selected, figures = self._keyed(records)
-        self.stream_stats = figures | "StreamStats" >> beam.ParDo(_ReportStreams(self._nb_samples, self._cap, self._weighted))
+        s = self.settings
+        self.stream_stats = figures | "StreamStats" >> beam.ParDo(_ReportStreams(s.nb_samples, s.nb_samples_per_stream, s.weighted))
         return selected
 
     def _bounded(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        outcome = records | "BoundedSample" >> beam.CombineGlobally(BoundedBalancedSampleFn(self._nb_samples, self._cap, self._seed))
+        s = self.settings
+        outcome = records | "BoundedSample" >> beam.CombineGlobally(BoundedBalancedSampleFn(s.nb_samples, s.nb_samples_per_stream, s.seed))
         selected = outcome | "Selected" >> beam.FlatMap(lambda result: result[2]).with_output_types(MediaRecord)
         return selected, outcome | "Figures" >> beam.Map(outcome_figures)
 
@@ -262,11 +260,11 @@ class SampleStreams(beam.PTransform):
         availability = records | "CountPerStream" >> _CountPerStream()
         quotas = availability | "ComputeQuotas" >> beam.Map(self._quota_rule())
         if self.strategy == TWO_PASS:
-            held = records | "HoldUntilQuotas" >> HoldOnDisk(self._scratch_dir, MediaRecordCoder(), until=quotas)
-            selected = held | "KeepQuotas" >> _KeepLowestPerStream(self._seed, quotas=quotas)
+            held = records | "HoldUntilQuotas" >> HoldOnDisk(self.settings.scratch_dir, MediaRecordCoder(), until=quotas)
+            selected = held | "KeepQuotas" >> _KeepLowestPerStream(self.settings.seed, quotas=quotas)
         elif self.strategy == CAP_ONLY:
             # A cap alone needs no counts: min(available, cap) is the lowest `cap` ranks.
-            selected = records | "KeepCap" >> _KeepLowestPerStream(self._seed, fixed_quota=self._cap)
+            selected = records | "KeepCap" >> _KeepLowestPerStream(self.settings.seed, fixed_quota=self.settings.nb_samples_per_stream)
         else:
             selected = records  # everything: no shuffle beyond the optional one-media step
         selected_counts = availability if selected is records else selected | "CountSelected" >> _CountPerStream()

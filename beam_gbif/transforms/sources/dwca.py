@@ -185,18 +185,6 @@ class ReadDwcaMedia(beam.PTransform):
     def __init__(self, settings: DwcaReadSettings):
         super().__init__()
         self.settings = settings
-        self._scratch_dir = settings.scratch_dir
-        self._licenses = settings.licenses
-        self._one_media_seed = settings.one_media_seed
-        self._dwca = settings.dwca
-        self._download_predicate = settings.download_predicate
-        self._download_poll_seconds = settings.download_poll_seconds
-        self._label_field = settings.label_field
-        self._stream_fields = settings.stream_fields
-        self._media_type = settings.media_type
-        self._cache_root = settings.cache_root
-        self._api_url = settings.api_url
-        self._user_agent = settings.user_agent
 
     def citation(self) -> dict[str, Any]:
         """How to cite the archive read, for stats.json and the manifest (see ``citation_of``); memoised per process."""
@@ -204,16 +192,18 @@ class ReadDwcaMedia(beam.PTransform):
 
     def prepare(self) -> PreparedArchive:
         """Resolves (or requests and waits for), downloads or reuses, and extracts the archive; memoised per process."""
-        client = GbifClient(self._api_url, self._user_agent)
-        spec = self._dwca or download_key_for_predicate(client, self._download_predicate, first_delay=self._download_poll_seconds)
-        return prepare_archive(spec, cache_root=self._cache_root, client=client)
+        settings = self.settings
+        client = GbifClient(settings.api_url, settings.user_agent)
+        spec = settings.dwca or download_key_for_predicate(client, settings.download_predicate, first_delay=settings.download_poll_seconds)
+        return prepare_archive(spec, cache_root=settings.cache_root, client=client)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        settings = self.settings
         prepared = self.prepare()
         name = prepared.archive.zip_uri
         core, multimedia = prepared.core, prepared.multimedia
-        needed = (self._label_field, *self._stream_fields, "datasetKey")
-        required = (self._label_field, *self._stream_fields)
+        needed = (settings.label_field, *settings.stream_fields, "datasetKey")
+        required = (settings.label_field, *settings.stream_fields)
         occurrence_columns = projection(core, needed, required=required, archive_name=name)
         media_columns = projection(multimedia, MEDIA_COLUMNS, required=("identifier",), archive_name=name)
         parse_occurrences = _ParseRows(occurrence_columns, _OCCURRENCE, MALFORMED_OCCURRENCE_ROWS)
@@ -225,16 +215,16 @@ class ReadDwcaMedia(beam.PTransform):
         media = (
             pbegin
             | "ReadMultimedia" >> _read_lines(prepared.multimedia_uri, multimedia.ignore_header_lines)
-            | "ParseMedia" >> beam.ParDo(_ParseMedia(media_columns, self._media_type)).with_output_types(tuple[str, bytes])
+            | "ParseMedia" >> beam.ParDo(_ParseMedia(media_columns, settings.media_type)).with_output_types(tuple[str, bytes])
         )
-        if self._scratch_dir:
+        if settings.scratch_dir:
             expected = _extracted_bytes(prepared) * _SPILL_PER_EXTRACTED_BYTE
-            warn_if_short_of_space(self._scratch_dir, int(expected), f"reading {name}")
-        build = _BuildRecords(occurrence_columns, media_columns, self._label_field, self._stream_fields, self._media_type,
-                              prepared.archive.source, self._licenses, self._one_media_seed)
+            warn_if_short_of_space(settings.scratch_dir, int(expected), f"reading {name}")
+        build = _BuildRecords(occurrence_columns, media_columns, settings.label_field, settings.stream_fields, settings.media_type,
+                              prepared.archive.source, settings.licenses, settings.one_media_seed)
         return (
             (occurrences, media)
-            | "JoinByGbifId" >> GroupByKeyOnDisk(self._scratch_dir, value_coder=coders.BytesCoder())
+            | "JoinByGbifId" >> GroupByKeyOnDisk(settings.scratch_dir, value_coder=coders.BytesCoder())
             | "BuildRecords" >> beam.ParDo(build).with_output_types(MediaRecord)
         )
 

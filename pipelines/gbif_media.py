@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -43,8 +44,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
     results = assigned | "DownloadMedia" >> stages.download_media(opts)
-    citations = [source.citation()] if hasattr(source, "citation") else []
-    manifest = results | "WriteManifest" >> stages.write_manifest(opts, citations)
+    manifest = results | "WriteManifest" >> stages.write_manifest(opts, cited=getattr(source, "citations", None))
     return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest,
             "stream_stats": sampler.stream_stats}
 
@@ -80,15 +80,19 @@ def usage() -> str:
     return parser.format_help()
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost message of the known error types a runner wrapped, else the last line."""
+_WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
+
+
+def _root_cause(exc: BaseException) -> tuple[str, bool]:
+    """The innermost message of the known error types a runner wrapped (else the last line), and
+    whether the user's input is at fault (an OptionError: a DwC-A without the label column, say)."""
     seen = exc
     while seen is not None:
         if isinstance(seen, (OptionError, GbifApiError)):
-            return str(seen)
+            return _WHILE_RUNNING.sub("", str(seen)), isinstance(seen, OptionError)
         seen = seen.__cause__ or seen.__context__
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    return _WHILE_RUNNING.sub("", lines[-1]) if lines else type(exc).__name__, False
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -122,8 +126,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             return 0
         result.wait_until_finish()
     except Exception as exc:  # noqa: BLE001 - a runner wraps the cause; name it in one line
-        print(f"beam-gbif: error: the pipeline failed: {_root_cause(exc)}", file=sys.stderr)
-        return 1
+        message, bad_input = _root_cause(exc)
+        # Bad input found once the pipeline reads it (the archive is only opened by the pipeline) is still bad usage.
+        print(f"beam-gbif: error: {message}" if bad_input else f"beam-gbif: error: the pipeline failed: {message}", file=sys.stderr)
+        return 2 if bad_input else 1
     finally:
         if not runs_remotely(options):
             remove_spill_folders(pipeline)

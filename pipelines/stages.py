@@ -187,8 +187,10 @@ def manifest_settings(options: PipelineOptions, citations: Sequence[Mapping[str,
     return ManifestSettings(output=options.output, carry_over_from=carry, citations=tuple(citations), scratch_dir=scratch_dir_for(options))
 
 
-def write_manifest(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = ()) -> WriteManifest:
-    return WriteManifest(manifest_settings(options, citations))
+def write_manifest(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = (),
+        cited: beam.PCollection | None = None) -> WriteManifest:
+    """``cited``: citations the source learns at run time (a PCollection: ReadDwcaMedia.citations)."""
+    return WriteManifest(manifest_settings(options, citations), cited)
 
 
 _SOURCE_SETTINGS = {"api": api_settings, "dwca": dwca_settings, "urls": url_list_settings}

@@ -20,6 +20,7 @@ from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, DownloadFau
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic_dwca import write_synthetic_dwca
 from beam_gbif.transforms.sources.dwca import DwcaReadSettings, ReadDwcaMedia
+from beam_gbif.transforms.sources.dwca import prepare as prepare_source
 from tests.conftest import REAL_DWCA_DOI as DOI
 from tests.conftest import REAL_DWCA_KEY as KEY
 
@@ -244,9 +245,8 @@ def test_predicate_download_is_requested_polled_and_read(gbif_with_requests, tmp
     monkeypatch.setenv("GBIF_USER", "ann")
     monkeypatch.setenv("GBIF_PWD", "secret")
     source = ReadDwcaMedia(DwcaReadSettings(None, download_predicate=PREDICATE, cache_root=str(tmp_path),
-            api_url=gbif_with_requests.api_url,
-                           download_poll_seconds=0.01))
-    prepared = source.prepare()
+                                            api_url=gbif_with_requests.api_url, download_poll_seconds=0.01))
+    prepared = prepare_source(source.settings)
     assert prepared.archive.key == "0000042-210914110416597" and prepared.archive.doi == "10.15468/dl.new042"
     faults = gbif_with_requests.faults
     assert faults.requests["request"] == 1 and faults.requests["metadata"] == 5  # 3 not ready, 1 ready, 1 resolving
@@ -255,7 +255,7 @@ def test_predicate_download_is_requested_polled_and_read(gbif_with_requests, tmp
          "predicate": {"type": "equals", "key": "ELEVATION", "value": "9500"}}
     ]
     forget_prepared_archives()
-    source.prepare()
+    prepare_source(source.settings)
     assert faults.requests["request"] == 1  # one request per process and predicate, never a second download
 
 
@@ -263,15 +263,14 @@ def test_predicate_download_needs_credentials(gbif_with_requests, tmp_path, monk
     monkeypatch.delenv("GBIF_USER", raising=False)
     monkeypatch.delenv("GBIF_PWD", raising=False)
     source = ReadDwcaMedia(DwcaReadSettings(None, download_predicate=PREDICATE + " ", cache_root=str(tmp_path),
-            api_url=gbif_with_requests.api_url))
+                                            api_url=gbif_with_requests.api_url))
     with pytest.raises(OptionError, match="needs GBIF_USER and GBIF_PWD"):
-        source.prepare()
+        prepare_source(source.settings)
     monkeypatch.setenv("GBIF_USER", "ann")
     monkeypatch.setenv("GBIF_PWD", "wrong")
     with pytest.raises(DwcaError, match="GBIF refused the download request for user 'ann': HTTP 401"):
-        ReadDwcaMedia(DwcaReadSettings(None, download_predicate='{"type": "isNotNull", "parameter": "MEDIA_TYPE"}',
-                cache_root=str(tmp_path),
-                      api_url=gbif_with_requests.api_url)).prepare()
+        prepare_source(DwcaReadSettings(None, download_predicate='{"type": "isNotNull", "parameter": "MEDIA_TYPE"}',
+                                        cache_root=str(tmp_path), api_url=gbif_with_requests.api_url))
     assert gbif_with_requests.faults.download_requests == []
 
 

@@ -29,6 +29,9 @@ def test_synthetic_archive_to_an_imagefolder_dataset(tmp_path):
     stats = json.loads((output / "stats.json").read_text())
     assert stats["by_status"] == {"DOWNLOADED": 30}  # 3 datasets x 10, each has far more licensed images
     assert stats["by_source"] == {"dwca:10.15468/dl.synth1": 30}
+    # The archive is opened by the pipeline, not when the graph is built: its citation reaches stats.json through build().
+    (download,) = stats["gbif_downloads"]
+    assert download["doi"] == "10.15468/dl.synth1" and download["citation"].endswith("https://doi.org/10.15468/dl.synth1")
     assert set(stats["by_license"]) <= {"CC0_1_0", "CC_BY_4_0"}
     files = sorted(p.relative_to(output) for p in output.glob("*/*/*.jpg"))
     assert len(files) == 30 and {f.parts[0] for f in files} <= {"train", "test"}

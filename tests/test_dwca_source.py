@@ -23,9 +23,12 @@ from beam_gbif.transforms.sources.dwca import (
     MALFORMED_OCCURRENCE_ROWS,
     DwcaReadSettings,
     ReadDwcaMedia,
+    archive_citation,
+    plan_archive,
 )
 from beam_gbif.transforms.sources.media_items import DROPPED_MEDIA_OTHER_TYPE, DROPPED_NO_LABEL, DROPPED_NO_MEDIA
 from pipelines import stages
+from pipelines.gbif_media import run
 from pipelines.options import GbifMediaOptions, normalize_argv
 from tests.conftest import REAL_DWCA_DOI as DOI
 from tests.conftest import REAL_DWCA_KEY as KEY
@@ -113,10 +116,22 @@ def test_synthetic_archive_with_shuffled_columns_and_malformed_rows(tmp_path):
     assert all('"' in r.rights_holder for r in records)
 
 
-def test_unknown_label_term_is_a_clear_error_before_running(real_zip, tmp_path):
+def test_unknown_label_term_is_a_clear_error_before_any_row_is_read(real_zip, tmp_path):
+    settings = DwcaReadSettings(str(real_zip), cache_root=str(tmp_path), label_field="specieskey_typo")
     pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    _ = pipeline | ReadDwcaMedia(settings)  # building the graph reads nothing
+    assert not list(tmp_path.iterdir())
     with pytest.raises(DwcaError, match="occurrence.txt has no column 'specieskey_typo'"):
-        _ = pipeline | ReadDwcaMedia(DwcaReadSettings(str(real_zip), cache_root=str(tmp_path), label_field="specieskey_typo"))
+        plan_archive(settings)  # the pipeline's first step
+    with pytest.raises(Exception, match="occurrence.txt has no column 'specieskey_typo'"):
+        pipeline.run().wait_until_finish()
+
+
+def test_the_cli_names_a_missing_archive_column_in_one_line(real_zip, tmp_path, capsys):
+    code = run([f"--dwca={real_zip}", f"--dwca_root_path={tmp_path / 'cache'}", "--label=specieskey_typo", f"--output={tmp_path / 'out'}",
+                "--runner=FnApiRunner"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "occurrence.txt has no column 'specieskey_typo'" in err[0], err
 
 
 def test_from_options_and_archive_citation(real_zip, tmp_path):
@@ -126,7 +141,7 @@ def test_from_options_and_archive_citation(real_zip, tmp_path):
     records, _ = run_source(stages.read_dwca_media(options), tmp_path)
     assert len(records) == len(expected_images(real_zip, "scientificName")[0])
     assert all(r.stream == (r.dataset_key,) for r in records)
-    citation = stages.read_dwca_media(options.view_as(GbifMediaOptions)).citation()
+    citation = archive_citation(stages.dwca_settings(options))
     assert citation["doi"] == DOI and citation["source"] == f"dwca:{DOI}"
     assert citation["citation"].endswith("GBIF Occurrence Download https://doi.org/10.15468/dl.jd3hup")
 

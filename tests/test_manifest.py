@@ -24,6 +24,7 @@ from beam_gbif.transforms.manifest import (
     read_attribution,
     read_manifest,
 )
+from beam_gbif.transforms.sources.dwca import archive_citation
 from pipelines import stages
 
 STATUSES = [Status.DOWNLOADED, Status.DOWNLOADED, Status.SKIPPED_EXISTING, Status.FAILED_HTTP, Status.FAILED_NOT_MEDIA]
@@ -206,7 +207,7 @@ def test_stats_cite_the_gbif_download_read(tmp_path: Path, shared_data: Path) ->
 
     options = Options([f"--dwca={shared_data / 'dwca' / '0026367-210914110416597.zip'}", f"--dwca_root_path={tmp_path / 'cache'}",
                        f"--output={tmp_path / 'out'}"]).view_as(GbifMediaOptions)
-    (citation,) = [stages.read_dwca_media(options).citation()]  # build() passes the source's citation to the manifest
+    (citation,) = [archive_citation(stages.dwca_settings(options))]  # build() passes the source's citation to the manifest
     transform = stages.write_manifest(options, [citation])
     records = [r.replace(source=citation["source"]) for r in make_results(3)]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:

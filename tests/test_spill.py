@@ -205,9 +205,7 @@ def test_a_dwca_read_checks_the_spill_folder_has_room(real_zip: Path, tmp_path: 
     from beam_gbif.transforms.sources import dwca
 
     def apply_source() -> None:
-        source = dwca.ReadDwcaMedia(dwca.DwcaReadSettings(str(real_zip), cache_root=str(tmp_path / "cache"),
-                scratch_dir=str(tmp_path / "spill")))
-        _ = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) | source
+        dwca.plan_archive(dwca.DwcaReadSettings(str(real_zip), cache_root=str(tmp_path / "cache"), scratch_dir=str(tmp_path / "spill")))
 
     apply_source()
     assert "shuffles through" not in caplog.text

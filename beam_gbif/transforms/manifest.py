@@ -218,9 +218,11 @@ class WriteManifest(beam.PTransform):
     Returns a PCollection with one element: the stats dict as written to stats.json.
     """
 
-    def __init__(self, settings: ManifestSettings):
+    def __init__(self, settings: ManifestSettings, cited: beam.PCollection | None = None):
+        """``cited``: how to cite what the source read, known only at run time (ReadDwcaMedia.citations)."""
         super().__init__()
         self.settings = settings
+        self._cited = cited
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         settings = self.settings
@@ -228,6 +230,6 @@ class WriteManifest(beam.PTransform):
             results = results | "CarryOver" >> CarryOverManifest(settings.carry_over_from, settings.scratch_dir)
         results | "Manifest" >> WriteManifestShards(settings.output, settings.run_id)
         results | "Attribution" >> WriteAttribution(settings.output)
-        return results | "Stats" >> ComputeStats(settings.output, settings.run_id, settings.citations)
+        return results | "Stats" >> ComputeStats(settings.output, settings.run_id, settings.citations, self._cited)
 
 

@@ -123,8 +123,8 @@ class _WriteStats(beam.DoFn):
         self._run_id = run_id
         self._citations = citations
 
-    def process(self, stats: dict[str, Any]) -> Iterable[dict[str, Any]]:
-        stats = add_citations(dict(stats, output=self._output, run_id=self._run_id), self._citations)
+    def process(self, stats: dict[str, Any], cited: Iterable[Mapping[str, Any]] = ()) -> Iterable[dict[str, Any]]:
+        stats = add_citations(dict(stats, output=self._output, run_id=self._run_id), (*self._citations, *cited))
         write_json(stats_path(self._output), stats)
         yield stats
 
@@ -133,20 +133,23 @@ class ComputeStats(beam.PTransform):
     """Results → one stats dict, written to ``<output>/stats.json`` and emitted.
 
     ``citations``: per GBIF download read (``source``, ``doi``, ``citation``, ...), known when the
-    pipeline is built; they join the matching ``gbif_downloads`` entries.
+    pipeline is built; ``cited``: a PCollection of more of them, known only once the pipeline has
+    read its source (the DwC-A source's). They join the matching ``gbif_downloads`` entries.
     """
 
-    def __init__(self, output: str, run_id: str = "", citations: Iterable[Mapping[str, Any]] = ()):
+    def __init__(self, output: str, run_id: str = "", citations: Iterable[Mapping[str, Any]] = (), cited: beam.PCollection | None = None):
         super().__init__()
         self._output = output
         self._run_id = run_id
         self._citations = tuple(dict(c) for c in citations)
+        self._cited = cited
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
+        cited = [beam.pvalue.AsList(self._cited)] if self._cited is not None else []
         return (
             results
             | "Count" >> beam.CombineGlobally(StatsCombineFn())
-            | "WriteStatsJson" >> beam.ParDo(_WriteStats(self._output, self._run_id, self._citations))
+            | "WriteStatsJson" >> beam.ParDo(_WriteStats(self._output, self._run_id, self._citations), *cited)
         )
 
 

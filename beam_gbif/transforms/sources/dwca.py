@@ -1,7 +1,7 @@
 """ReadDwcaMedia: a GBIF download (Darwin Core Archive) → MediaRecords, with the pipeline's parallelism.
 
-The archive is resolved, cached and extracted at construction time (beam_gbif.io.dwca.archive);
-the occurrence core and the multimedia extension are then read as splittable text files,
+The pipeline's first step resolves, caches and extracts the archive (beam_gbif.io.dwca.archive);
+building the graph reads nothing. The occurrence core and the multimedia extension are then read as splittable text files,
 projected to the few columns needed and joined by gbifID with a GroupByKey, so no process
 ever holds the archive (on local runners that GroupByKey spills to disk: beam_gbif.transforms.spill).
 The records are built by the same media_records() as the API source.
@@ -15,6 +15,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -56,21 +57,26 @@ class _ParseRows(beam.DoFn):
     Core rows are all kept (tag ``b"o"``); _ParseMedia keeps only the wanted media.
     """
 
-    def __init__(self, columns: Projection, tag: bytes, malformed_counter: str):
-        self._columns = columns
+    def __init__(self, tag: bytes, malformed_counter: str):
         self._tag = tag
         self._malformed = Metrics.counter(METRICS_NAMESPACE, malformed_counter)
 
-    def process(self, line: bytes) -> Iterable[tuple[str, bytes]]:
-        parsed = self._columns.parse(line)
+    def columns(self, plan: ArchivePlan) -> Projection:
+        return plan.occurrence_columns
+
+    def process(self, line: bytes, plan: ArchivePlan) -> Iterable[tuple[str, bytes]]:
+        if line in plan.headers:
+            return
+        columns = self.columns(plan)
+        parsed = columns.parse(line)
         if parsed is None:
             self._malformed.inc()
             return
         row_id, values = parsed
-        if self._keep(values):
-            yield row_id, self._tag + self._columns.pack(values)
+        if self._keep(columns, values):
+            yield row_id, self._tag + columns.pack(values)
 
-    def _keep(self, values: tuple[str, ...]) -> bool:
+    def _keep(self, columns: Projection, values: tuple[str, ...]) -> bool:
         return True
 
 
@@ -81,14 +87,17 @@ class _ParseMedia(_ParseRows):
     drops are counted under media_records' own counter names.
     """
 
-    def __init__(self, columns: Projection, media_type: str):
-        super().__init__(columns, _MEDIA, MALFORMED_MULTIMEDIA_ROWS)
+    def __init__(self, media_type: str):
+        super().__init__(_MEDIA, MALFORMED_MULTIMEDIA_ROWS)
         self._media_type = media_type
         self._other_type = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_OTHER_TYPE)
         self._no_url = Metrics.counter(METRICS_NAMESPACE, DROPPED_MEDIA_NO_URL)
 
-    def _keep(self, values: tuple[str, ...]) -> bool:
-        item = self._columns.as_dict(values)
+    def columns(self, plan: ArchivePlan) -> Projection:
+        return plan.media_columns
+
+    def _keep(self, columns: Projection, values: tuple[str, ...]) -> bool:
+        item = columns.as_dict(values)
         if media_type_of(item) != self._media_type:
             self._other_type.inc()
             return False
@@ -101,22 +110,19 @@ class _ParseMedia(_ParseRows):
 class _BuildRecords(beam.DoFn):
     """One gbifID's occurrence row and media rows → its MediaRecords (none when it has no media)."""
 
-    def __init__(self, occurrence_columns: Projection, media_columns: Projection, label_field: str, stream_fields: Sequence[str],
-                 media_type: str, source: str, licenses: frozenset[str] = frozenset(), one_media_seed: int | None = None):
+    def __init__(self, label_field: str, stream_fields: Sequence[str], media_type: str, licenses: frozenset[str] = frozenset(),
+                 one_media_seed: int | None = None):
         self._licenses = licenses
         self._one_media_seed = one_media_seed
-        self._occurrence_columns = occurrence_columns
-        self._media_columns = media_columns
         self._label_field = label_field
         self._stream_fields = tuple(stream_fields)
         self._media_type = media_type
-        self._source = source
         self._no_media = Metrics.counter(METRICS_NAMESPACE, DROPPED_NO_MEDIA)
         self._orphans = Metrics.counter(METRICS_NAMESPACE, MEDIA_WITHOUT_OCCURRENCE)
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, DUPLICATE_OCCURRENCE_ROWS)
         self._invalid_ids = Metrics.counter(METRICS_NAMESPACE, INVALID_OCCURRENCE_IDS)
 
-    def process(self, joined: tuple[str, Iterable[bytes]]) -> Iterable[MediaRecord]:
+    def process(self, joined: tuple[str, Iterable[bytes]], plan: ArchivePlan) -> Iterable[MediaRecord]:
         gbif_id, tagged = joined
         occurrences: list[bytes] = []
         media: list[bytes] = []
@@ -130,13 +136,13 @@ class _BuildRecords(beam.DoFn):
             return
         if len(occurrences) > 1:
             self._duplicates.inc(len(occurrences) - 1)
-        occurrence = self._occurrence_columns.unpack(min(occurrences))  # min: independent of delivery order
+        occurrence = plan.occurrence_columns.unpack(min(occurrences))  # min: independent of delivery order
         occurrence["gbifID"] = gbif_id
-        items = [self._media_columns.unpack(packed) for packed in sorted(media)]
+        items = [plan.media_columns.unpack(packed) for packed in sorted(media)]
         try:
             records, dropped = media_records(
                 occurrence, items, label_field=self._label_field, stream_fields=self._stream_fields,
-                media_type=self._media_type, source=self._source, licenses=self._licenses, one_media_seed=self._one_media_seed,
+                media_type=self._media_type, source=plan.source, licenses=self._licenses, one_media_seed=self._one_media_seed,
             )
         except ValueError:  # a core id that is not a number cannot be an occurrence key
             self._invalid_ids.inc()
@@ -179,53 +185,91 @@ class DwcaReadSettings:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class ArchivePlan:
+    """What the readers need of a prepared archive; one element, read by them as a side input.
+
+    ``headers``: the header lines of each text file (meta.xml's ignoreHeaderLines), dropped by
+    content because a file is read in splits that do not know where the file starts.
+    """
+
+    core_uri: str
+    multimedia_uri: str
+    occurrence_columns: Projection
+    media_columns: Projection
+    headers: frozenset[bytes]
+    source: str
+    citation: dict[str, Any]
+
+
+def prepare(settings: DwcaReadSettings) -> PreparedArchive:
+    """Resolves (or requests and waits for), downloads or reuses, and extracts the archive; memoised per process."""
+    client = GbifClient(settings.api_url, settings.user_agent)
+    spec = settings.dwca or download_key_for_predicate(client, settings.download_predicate, first_delay=settings.download_poll_seconds)
+    return prepare_archive(spec, cache_root=settings.cache_root, client=client)
+
+
+def archive_citation(settings: DwcaReadSettings) -> dict[str, Any]:
+    """How to cite the archive ``settings`` name (DOI, GBIF's citation line, ...): see ``citation_of``."""
+    return citation_of(prepare(settings))
+
+
+def plan_archive(settings: DwcaReadSettings) -> ArchivePlan:
+    """Prepares the archive and checks its columns (a missing label or stream column is a DwcaError naming it)."""
+    prepared = prepare(settings)
+    name = prepared.archive.zip_uri
+    core, multimedia = prepared.core, prepared.multimedia
+    needed = (settings.label_field, *settings.stream_fields, "datasetKey")
+    required = (settings.label_field, *settings.stream_fields)
+    if settings.scratch_dir:
+        expected = _extracted_bytes(prepared) * _SPILL_PER_EXTRACTED_BYTE
+        warn_if_short_of_space(settings.scratch_dir, int(expected), f"reading {name}")
+    headers = _header_lines(prepared.core_uri, core.ignore_header_lines)
+    headers |= _header_lines(prepared.multimedia_uri, multimedia.ignore_header_lines)
+    return ArchivePlan(
+        core_uri=prepared.core_uri, multimedia_uri=prepared.multimedia_uri,
+        occurrence_columns=projection(core, needed, required=required, archive_name=name),
+        media_columns=projection(multimedia, MEDIA_COLUMNS, required=("identifier",), archive_name=name),
+        headers=headers, source=prepared.archive.source, citation=citation_of(prepared),
+    )
+
+
 class ReadDwcaMedia(beam.PTransform):
-    """``--dwca DOI|KEY|PATH`` → a PCollection of MediaRecord (one per media item of the wanted type)."""
+    """``--dwca DOI|KEY|PATH`` → a PCollection of MediaRecord (one per media item of the wanted type).
+
+    Building the graph reads nothing: the archive is resolved, downloaded and extracted by the
+    pipeline's first step. After the transform is applied, ``citations`` is a PCollection of one
+    dict: how to cite the archive read (for stats.json).
+    """
 
     def __init__(self, settings: DwcaReadSettings):
         super().__init__()
         self.settings = settings
-
-    def citation(self) -> dict[str, Any]:
-        """How to cite the archive read, for stats.json and the manifest (see ``citation_of``); memoised per process."""
-        return citation_of(self.prepare())
-
-    def prepare(self) -> PreparedArchive:
-        """Resolves (or requests and waits for), downloads or reuses, and extracts the archive; memoised per process."""
-        settings = self.settings
-        client = GbifClient(settings.api_url, settings.user_agent)
-        spec = settings.dwca or download_key_for_predicate(client, settings.download_predicate, first_delay=settings.download_poll_seconds)
-        return prepare_archive(spec, cache_root=settings.cache_root, client=client)
+        self.citations: beam.PCollection | None = None
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         settings = self.settings
-        prepared = self.prepare()
-        name = prepared.archive.zip_uri
-        core, multimedia = prepared.core, prepared.multimedia
-        needed = (settings.label_field, *settings.stream_fields, "datasetKey")
-        required = (settings.label_field, *settings.stream_fields)
-        occurrence_columns = projection(core, needed, required=required, archive_name=name)
-        media_columns = projection(multimedia, MEDIA_COLUMNS, required=("identifier",), archive_name=name)
-        parse_occurrences = _ParseRows(occurrence_columns, _OCCURRENCE, MALFORMED_OCCURRENCE_ROWS)
+        plan = pbegin | "Archive" >> beam.Create([settings]) | "PrepareArchive" >> beam.Map(plan_archive)
+        self.citations = plan | "Citation" >> beam.Map(lambda archive: archive.citation)
+        side = beam.pvalue.AsSingleton(plan)
         occurrences = (
-            pbegin
-            | "ReadOccurrences" >> _read_lines(prepared.core_uri, core.ignore_header_lines)
-            | "ParseOccurrences" >> beam.ParDo(parse_occurrences).with_output_types(tuple[str, bytes])
+            plan
+            | "OccurrenceFile" >> beam.Map(lambda archive: archive.core_uri)
+            | "ReadOccurrences" >> _read_lines()
+            | "ParseOccurrences" >> beam.ParDo(_ParseRows(_OCCURRENCE, MALFORMED_OCCURRENCE_ROWS), side).with_output_types(
+                tuple[str, bytes])
         )
         media = (
-            pbegin
-            | "ReadMultimedia" >> _read_lines(prepared.multimedia_uri, multimedia.ignore_header_lines)
-            | "ParseMedia" >> beam.ParDo(_ParseMedia(media_columns, settings.media_type)).with_output_types(tuple[str, bytes])
+            plan
+            | "MultimediaFile" >> beam.Map(lambda archive: archive.multimedia_uri)
+            | "ReadMultimedia" >> _read_lines()
+            | "ParseMedia" >> beam.ParDo(_ParseMedia(settings.media_type), side).with_output_types(tuple[str, bytes])
         )
-        if settings.scratch_dir:
-            expected = _extracted_bytes(prepared) * _SPILL_PER_EXTRACTED_BYTE
-            warn_if_short_of_space(settings.scratch_dir, int(expected), f"reading {name}")
-        build = _BuildRecords(occurrence_columns, media_columns, settings.label_field, settings.stream_fields, settings.media_type,
-                              prepared.archive.source, settings.licenses, settings.one_media_seed)
+        build = _BuildRecords(settings.label_field, settings.stream_fields, settings.media_type, settings.licenses, settings.one_media_seed)
         return (
             (occurrences, media)
             | "JoinByGbifId" >> GroupByKeyOnDisk(settings.scratch_dir, value_coder=coders.BytesCoder())
-            | "BuildRecords" >> beam.ParDo(build).with_output_types(MediaRecord)
+            | "BuildRecords" >> beam.ParDo(build, side).with_output_types(MediaRecord)
         )
 
 
@@ -234,6 +278,15 @@ def _extracted_bytes(prepared: PreparedArchive) -> int:
     return sum(metadata.size_in_bytes for match in matches for metadata in match.metadata_list)
 
 
-def _read_lines(uri: str, header_lines: int) -> beam.PTransform:
-    # Bytes, not text: each file's declared encoding is applied when the row is parsed.
-    return beam.io.ReadFromText(uri, skip_header_lines=header_lines, coder=coders.BytesCoder())
+def _header_lines(uri: str, count: int) -> frozenset[bytes]:
+    lines = []
+    with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for _ in range(count):
+            lines.append(handle.readline().rstrip(b"\r\n"))
+    return frozenset(lines)
+
+
+def _read_lines() -> beam.PTransform:
+    # Bytes, not text: each file's declared encoding is applied when the row is parsed. Files are
+    # split into ranges read in parallel, as ReadFromText would, but named only at run time.
+    return beam.io.ReadAllFromText(coder=coders.BytesCoder())

@@ -1,7 +1,13 @@
-"""One small storage API over a dataset root: a local folder or ``gs://bucket/prefix``.
+"""One small storage API over a dataset root (a local folder or ``gs://bucket/prefix``), and the one
+atomic-write rule of the project.
 
-Every write is atomic: a local file is written to a hidden temp file in the same folder,
-fsync-ed and renamed over its final name; a GCS object is one upload, so it is whole or absent.
+The rule, for every file the project writes (media, stats.json, the archive cache): a file
+appears whole or not at all. Locally, bytes go to a hidden temp file in the same folder
+(``.<name>.<id>.tmp``), optionally fsync-ed, then renamed over the final name; a killed process
+leaves at most a temp file, which the next run removes. On GCS an object is one upload (the media
+Store, create-only), or a temp object renamed into place when it is streamed (``write_whole`` with a
+``fill`` function), because closing a streamed writer after a failure would still publish it.
+The manifest shards and ATTRIBUTION.csv are Beam file sinks, which publish by rename the same way.
 Stores are pickle-safe (the GCS client is created lazily, per process), so a DoFn can hold one.
 """
 
@@ -12,10 +18,59 @@ import os
 import posixpath
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 TEMP_SUFFIX = ".tmp"
+
+
+def temp_name(name: str) -> str:
+    """The hidden temp file a write of ``name`` goes through (``is_temp_name`` recognises it)."""
+    return f".{name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+
+
+def write_local(final: str, fill: Callable[[BinaryIO], Any], *, fsync: bool = False) -> None:
+    """The local half of the rule: temp file beside ``final``, then rename; the temp file never outlives a failure."""
+    folder, name = os.path.split(final)
+    temp = os.path.join(folder, temp_name(name))
+    try:
+        with open(temp, "wb") as handle:
+            fill(handle)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_whole(uri: str, data: bytes | Callable[[BinaryIO], Any], *, content_type: str = "") -> None:
+    """Writes ``data`` (bytes, or a function that fills a binary file) to a local path or gs:// URI, whole or not at all."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    fill = data if callable(data) else (lambda out: out.write(data))
+    if not is_gcs(uri):
+        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+        write_local(uri, fill)
+        return
+    temporary = f"{uri}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        with FileSystems.create(temporary, mime_type=content_type or "application/octet-stream",
+                                compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            fill(out)
+        FileSystems.rename([temporary], [uri])
+    except BaseException:
+        try:
+            FileSystems.delete([temporary])
+        except Exception:  # noqa: BLE001 - the upload may never have started; nothing to clean then
+            pass
+        raise
 
 
 def is_gcs(uri: str) -> bool:
@@ -110,20 +165,7 @@ class LocalStore(Store):
             os.makedirs(folder, exist_ok=True)
         except FileExistsError:
             raise StoreError(f"{folder!r} exists and is not a folder") from None
-        temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                if self.fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(temp, final)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_local(final, lambda handle: handle.write(data), fsync=self.fsync)
 
     def read(self, rel: str) -> bytes:
         with open(self._path(rel), "rb") as handle:

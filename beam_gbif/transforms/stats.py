@@ -8,7 +8,6 @@ drops and duplicates, wall time), and ``format_summary`` renders the printed sum
 from __future__ import annotations
 
 import json
-import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.core.records import MediaRecord, Status
-from beam_gbif.io.store import join_uri
+from beam_gbif.io.store import join_uri, write_whole
 
 STATS_FILE = "stats.json"
 # Files that are in the dataset (and so count as files and need attribution): fetched now, or already there.
@@ -90,16 +89,9 @@ def gbif_downloads(by_source: Mapping[str, int]) -> list[dict[str, str]]:
 
 
 def write_json(path: str, value: Mapping[str, Any]) -> None:
-    """Writes whole or not at all: a GCS object appears on close; a local file via temp + rename."""
-    data = (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-    if "://" in path:
-        with FileSystems.create(path, mime_type="application/json") as handle:
-            handle.write(data)
-        return
-    temporary = f"{path}.tmp-{secrets.token_hex(4)}"
-    with FileSystems.create(temporary) as handle:
-        handle.write(data)
-    FileSystems.rename([temporary], [path])
+    """Whole or not at all (io/store.py's one rule)."""
+    write_whole(path, (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"),
+            content_type="application/json")
 
 
 def read_json(path: str) -> dict[str, Any]:

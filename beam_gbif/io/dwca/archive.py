@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_gbif import DEFAULT_USER_AGENT, cache_home
 from beam_gbif.io.dwca.meta import ArchiveMeta, DwcaError, DwcaFile, parse_meta, safe_member_name
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifApiError, GbifClient
-from beam_gbif.io.store import join_uri
+from beam_gbif.io.store import join_uri, write_whole
 
 log = logging.getLogger(__name__)
 
@@ -82,41 +81,6 @@ def _delete(uri: str) -> None:
         FileSystems.delete([uri])
     except Exception:  # noqa: BLE001 - best effort: an absent file is already what we want
         log.debug("could not delete %s", uri, exc_info=True)
-
-
-def _write_atomically(uri: str, fill: Callable[[BinaryIO], None]) -> None:
-    """Runs ``fill(file)`` so that ``uri`` appears whole or not at all.
-
-    Local: a temporary file in the same folder, then rename. GCS: a temporary object, then a
-    rename (server-side copy), because closing a writer after a failure would still publish
-    the partial upload under its name.
-    """
-    if uri.startswith("gs://"):
-        temporary = f"{uri}.partial-{secrets.token_hex(6)}"
-        try:
-            with FileSystems.create(temporary, compression_type=UNCOMPRESSED) as out:
-                fill(out)
-            FileSystems.rename([temporary], [uri])
-        except BaseException:
-            _delete(temporary)
-            raise
-        return
-    folder = os.path.dirname(uri)
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".partial-", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            fill(out)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the cache from other users of the machine
-        os.replace(temporary, uri)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def _write_bytes(uri: str, data: bytes) -> None:
-    _write_atomically(uri, lambda out: out.write(data))
 
 
 def _read_bytes(uri: str) -> bytes:
@@ -193,9 +157,9 @@ def download_archive(client: GbifClient, url: str, destination: str, expected_si
         with tempfile.TemporaryFile(prefix="beam-gbif-dwca-") as local:
             fill(local)
             local.seek(0)
-            _write_atomically(destination, lambda out: shutil.copyfileobj(local, out, _COPY_CHUNK))
+            write_whole(destination, lambda out: shutil.copyfileobj(local, out, _COPY_CHUNK))
     else:
-        _write_atomically(destination, fill)
+        write_whole(destination, fill)
     log.info("downloaded %s to %s", url, destination)
 
 
@@ -337,7 +301,7 @@ def _copy_member(archive: zipfile.ZipFile, member: str, destination: str) -> Non
         with archive.open(member) as source:  # zipfile checks the CRC at the end of the member
             shutil.copyfileobj(source, out, _COPY_CHUNK)
 
-    _write_atomically(destination, fill)
+    write_whole(destination, fill)
 
 
 def _destination(folder: str, member: str) -> str:
@@ -376,7 +340,7 @@ def _extract(zip_uri: str, folder: str) -> tuple[ArchiveMeta, dict[str, str], di
             for member, target in targets.items():
                 log.info("extracting %s from %s to %s (%.1f MB)", member, zip_uri, target, members[member].file_size / 1e6)
                 _copy_member(archive, member, target)
-            _write_bytes(marker_uri, json.dumps({"zip": zip_uri, "members": fingerprint}).encode("utf-8"))
+            write_whole(marker_uri, json.dumps({"zip": zip_uri, "members": fingerprint}).encode("utf-8"))
         files = {"core": targets[meta.core.location], "multimedia": targets[multimedia.location]}
         return meta, files, {m: targets[m] for m in attribution}
 

@@ -38,7 +38,8 @@ class DownloadSettings:
     """Every knob of the downloader; picklable, shared by DownloadMedia, its DoFn and the engine.
 
     ``output``: the dataset root (local folder or gs://bucket/prefix). ``allow_private_hosts``:
-    loopback and private addresses are allowed (local tests only); ``address_policy`` overrides
+    loopback and private addresses are allowed too (local tests only), never link-local or cloud
+    metadata ones (see safety.py); ``address_policy`` overrides
     that choice (tests inject one). ``scratch_dir``: the grouping by host shard spills there
     (local runners; see transforms/spill.py). The rest: limits, timeouts and retries of the fetch.
     """

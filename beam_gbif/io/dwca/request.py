@@ -23,6 +23,7 @@ from beam_gbif.core.errors import OptionError
 from beam_gbif.io.dwca.archive import DOWNLOAD_KEY
 from beam_gbif.io.dwca.meta import DwcaError
 from beam_gbif.io.gbif.client import GbifApiError, GbifClient
+from beam_gbif.io.option_files import json_or_file
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,7 @@ _FINAL_FAILURES = {"FAILED", "KILLED", "CANCELLED", "FILE_ERASED"}
 
 def parse_predicate(text: str) -> dict[str, Any]:
     """``--gbif_download_predicate``: a GBIF predicate object as JSON (or ``@file.json``)."""
-    raw = str(text).strip()
-    if raw.startswith("@"):
-        try:
-            with open(raw[1:], encoding="utf-8") as handle:
-                raw = handle.read()
-        except OSError as exc:
-            raise OptionError(f"--gbif_download_predicate: cannot read {raw[1:]}: {exc.strerror}") from None
-    try:
-        predicate = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise OptionError(f"--gbif_download_predicate is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    predicate, _ = json_or_file("gbif_download_predicate", str(text).strip())
     if isinstance(predicate, dict) and "type" not in predicate and isinstance(predicate.get("predicate"), dict):
         predicate = predicate["predicate"]  # a whole GBIF request body: keep its predicate
     if not isinstance(predicate, dict) or "type" not in predicate:

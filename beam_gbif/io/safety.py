@@ -103,8 +103,7 @@ class PublicAndPrivate(AddressPolicy):
         if never_allowed(address):
             return False
         address = _plain(address)
-        return address.is_loopback or any(address in n for n in PRIVATE_NETWORKS if n.version == address.version) \
-            or _is_public(address)
+        return address.is_loopback or any(address in n for n in PRIVATE_NETWORKS) or _is_public(address)
 
     def describe(self) -> str:
         return "public, loopback and private addresses (--allow_private_hosts); never link-local or metadata"
@@ -148,7 +147,7 @@ def refuse_by_name(host: str) -> None:
     if name in METADATA_NAMES:
         raise RefusedAddress(f"host {host} is a cloud metadata server, refused by name")
     if ":" in name or _NUMERIC_LABEL.fullmatch(name.rpartition(".")[2]):
-        raise RefusedAddress(f"host {host} is a number but not a canonical IP address, refused (resolvers read it differently)")
+        raise RefusedAddress(f"host {host} looks like an IP address but is not a canonical one, refused (resolvers read it differently)")
 
 
 class CheckedResolver(AbstractResolver):

@@ -151,6 +151,15 @@ def test_metadata_host_names_are_refused_by_name_before_any_lookup(media, tmp_pa
     assert media.total_hits == 0
 
 
+def test_a_redirect_to_the_metadata_server_is_refused_by_name(media, tmp_path):
+    lookup = ScriptedLookup("127.0.0.1")
+    media.reset_hits()
+    url = media.fault_url(f"redirect_to?location=http://metadata.google.internal:{media.port}/media/meta.jpg")
+    result = fetch_one(url, ALLOW_PRIVATE_HOSTS, lookup, tmp_path / "ds")
+    assert result.status == Status.FAILED_REFUSED and "metadata" in result.error
+    assert lookup.calls == [] and media.total_hits == 1, "only the redirect itself was fetched"
+
+
 @pytest.mark.parametrize("host", ["2130706433", "0177.0.0.1", "0x7f.1", "0x7f000001", "127.1", "127.0.0.1.",
                                   "a@127.0.0.1", "media.example.org@127.0.0.1"],
                          ids=["decimal", "octal", "hex", "hex_whole", "short", "trailing_dot", "userinfo", "userinfo_disguise"])

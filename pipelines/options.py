@@ -12,10 +12,8 @@ stops the DataflowRunner from submitting), ``--user_agent`` is SetupOptions'.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
@@ -25,6 +23,7 @@ from beam_gbif.core.errors import OptionError
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MEDIA_TYPES
 from beam_gbif.core.split_rules import check_ratios_sum, check_split_name
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL
+from beam_gbif.io.option_files import json_or_file, shown
 
 
 def parse_bool(value: Any) -> bool:
@@ -38,24 +37,11 @@ def parse_bool(value: Any) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _json_or_file(option: str, text: str) -> Any:
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise OptionError(f"--{option}: cannot read {path}: {exc.strerror}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OptionError(f"--{option} is not valid JSON ({exc.msg} at position {exc.pos}): {text[:200]!r}") from exc
-
-
 def parse_query(text: str | None) -> dict[str, list[str]]:
     """``--query``: a JSON object (or ``@file.json``); values are scalars or lists (OR)."""
     if text is None or str(text).strip() == "":
         return {}
-    query = _json_or_file("query", str(text))
+    query, path = json_or_file("query", str(text))
     if not isinstance(query, dict):
         raise OptionError(f"--query must be a JSON object mapping GBIF search fields to values, got {type(query).__name__}")
     normalised: dict[str, list[str]] = {}
@@ -65,7 +51,7 @@ def parse_query(text: str | None) -> dict[str, list[str]]:
             raise OptionError(f"--query field {field!r} has an empty list of values")
         for item in values:
             if isinstance(item, (dict, list)) or item is None:
-                raise OptionError(f"--query field {field!r} has an unsupported value {item!r}")
+                raise OptionError(f"--query field {field!r} has an unsupported value {shown(item, path)}")
         normalised[field] = [_query_value(v) for v in values]
     return normalised
 
@@ -81,8 +67,9 @@ def parse_ratios(text: str | None) -> dict[str, float]:
     if text is None or str(text).strip() == "":
         return {}
     text = str(text).strip()
+    path = None
     if text.startswith("{") or text.startswith("@"):
-        raw = _json_or_file("random_subsets", text)
+        raw, path = json_or_file("random_subsets", text)
         if not isinstance(raw, dict):
             raise OptionError("--random_subsets JSON must be an object of split name to ratio")
         pairs = list(raw.items())
@@ -99,9 +86,9 @@ def parse_ratios(text: str | None) -> dict[str, float]:
         try:
             value = float(ratio)
         except (TypeError, ValueError):
-            raise OptionError(f"--random_subsets: ratio of {name!r} is not a number: {ratio!r}") from None
+            raise OptionError(f"--random_subsets: ratio of {name!r} is not a number: {shown(ratio, path)}") from None
         if not math.isfinite(value) or value < 0:
-            raise OptionError(f"--random_subsets: ratio of {name!r} must be >= 0, got {ratio!r}")
+            raise OptionError(f"--random_subsets: ratio of {name!r} must be >= 0, got {shown(ratio, path)}")
         if name in ratios:
             raise OptionError(f"--random_subsets: split {name!r} is given twice")
         ratios[name] = value
@@ -113,7 +100,7 @@ def parse_subset_streams(text: str | None) -> dict[str, Any]:
     """``--subset_streams``: JSON ``{"test": {"datasetKey": [...]}, "train": "*"}``."""
     if text is None or str(text).strip() == "":
         return {}
-    raw = _json_or_file("subset_streams", str(text))
+    raw, _ = json_or_file("subset_streams", str(text))
     if not isinstance(raw, dict):
         raise OptionError("--subset_streams must be a JSON object of split name to a field filter or \"*\"")
     for name, rule in raw.items():
@@ -175,7 +162,7 @@ class GbifMediaOptions(PipelineOptions):
         add("--timeout", type=float, default=60.0, help="Seconds one media request may take in all (connect, headers, body).")
         add("--max_bytes", type=int, default=50 * 1024 * 1024, help="Largest media file accepted, in bytes.")
         add("--allow_private_hosts", type=parse_bool, nargs="?", const=True, default=False,
-            help="Allow media hosts on loopback/private/link-local addresses (local tests only).")
+            help="Also allow media hosts on loopback and private addresses (local tests only); never link-local or cloud metadata.")
         add("--gbif_api_concurrency", type=int, default=4, help="Search requests in flight to the GBIF API.")
 
 

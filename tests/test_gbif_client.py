@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import io
+import logging
 import pickle
 import time
+import traceback
 
 import pytest
 
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.http import parse_retry_after
 from beam_gbif.core.query import validate_query
-from beam_gbif.io.gbif.client import GbifApiError, GbifClient
+from beam_gbif.io.dwca.meta import DwcaError
+from beam_gbif.io.dwca.request import download_key_for_predicate
+from beam_gbif.io.gbif.client import GbifApiError, GbifClient, check_credentials_url
+from beam_gbif.testing.fake_downloads import DownloadFaults, FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
+from beam_gbif.testing.gcs_emulator import free_port
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 
 
@@ -122,3 +129,70 @@ def test_query_validation_names_unknown_fields_and_adds_media_type():
         validate_query({"speciesKy": "1"})
     with pytest.raises(OptionError, match="'offset'"):
         validate_query({"offset": "10"})
+
+
+# -- GBIF credentials (GBIF_USER / GBIF_PWD, for a download requested from a predicate) ------------------
+PASSWORD = "Pa55-w0rd-hunter2-7f3a"
+PREDICATE = '{"type": "equals", "key": "ELEVATION", "value": "9500"}'
+
+
+class RefusingSession:
+    """Stands in for requests.Session where no request may be sent: it records and fails any attempt."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def post(self, url: str, **kwargs: object) -> None:
+        self.calls.append(url)
+        raise AssertionError(f"a request was sent to {url}")
+
+
+@pytest.fixture()
+def gbif_credentials(monkeypatch):
+    monkeypatch.setenv("GBIF_USER", "ann")
+    monkeypatch.setenv("GBIF_PWD", PASSWORD)
+
+
+@pytest.mark.parametrize("api_url", ["http://api.gbif.org/v1", "http://10.0.0.1/v1", "http://localhost:8080/v1",
+                                     "http://127.0.0.1.nip.io/v1", "ftp://api.gbif.org/v1", "api.gbif.org/v1"])
+def test_gbif_credentials_are_refused_unless_https_or_loopback_http_before_any_request(gbif_credentials, api_url):
+    client = GbifClient(api_url)
+    client._session = session = RefusingSession()
+    with pytest.raises(OptionError, match="--gbif_api_url .*sent only over https") as refused:
+        download_key_for_predicate(client, PREDICATE)
+    assert session.calls == [] and PASSWORD not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["https://api.gbif.org/v1/occurrence/download/request", "http://127.0.0.1:8080/v1/x",
+                                 "http://[::1]:8080/v1/x"])
+def test_gbif_credentials_may_go_over_https_or_to_a_loopback_test_server(url):
+    check_credentials_url(url)  # the decision only: nothing is sent
+
+
+@pytest.fixture()
+def download_api():
+    # The fake expects other credentials than the test sends: every request is a 401 unless a fault comes first.
+    new = FakeDownload(key="0000042-210914110416597", archive=b"PK")
+    routes = download_routes([], DownloadFaults(), requestable=new, credentials=("ann", "another-password"))
+    with FakeGbifApi(extra_routes=[routes]) as api:
+        yield api
+
+
+def test_gbif_password_is_in_no_log_line_nor_error(download_api, gbif_credentials, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, requests' and urllib3's included
+    token = base64.b64encode(f"ann:{PASSWORD}".encode()).decode()
+    echo = f"upstream said: Authorization: Basic {token} (user ann, password {PASSWORD})"  # a server echoing the request
+    download_api.inject("/v1/occurrence/download/request", status=500, body=echo)
+    download_api.inject("/v1/occurrence/download/request", status=200, body=echo)
+    errors = []
+    for expected in ("HTTP 500", "not a download key", "HTTP 401"):
+        with pytest.raises(DwcaError, match=expected) as failed:
+            download_key_for_predicate(GbifClient(download_api.base_url), PREDICATE)
+        errors.append(failed.value)
+    with pytest.raises(DwcaError, match="could not request") as unreachable:
+        download_key_for_predicate(GbifClient(f"http://127.0.0.1:{free_port()}/v1"), PREDICATE)
+    errors.append(unreachable.value)
+    texts = ["".join(traceback.format_exception(error)) for error in errors] + [caplog.text]
+    assert caplog.records, "the requests were logged"
+    for text in texts:
+        assert PASSWORD not in text and token not in text

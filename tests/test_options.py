@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from beam_gbif.io.dwca.request import parse_predicate
 from pipelines.gbif_media import DEFAULT_LOCAL_RUNNER, make_options
 from pipelines.options import (
     GbifMediaOptions,
@@ -70,6 +71,46 @@ def test_subset_streams_rules_are_checked():
     assert parse_subset_streams('{"test": {"datasetKey": ["x"]}, "train": "*"}')["train"] == "*"
     with pytest.raises(OptionError, match="rule of 'test'"):
         parse_subset_streams('{"test": 3}')
+
+
+SECRET = "sk_live_51Hq9SECRETxK2vQ7pZ"  # looks like an API key: must never reach an error message
+
+
+@pytest.mark.parametrize("parse, option", [(parse_query, "query"), (parse_ratios, "random_subsets"),
+                                           (parse_subset_streams, "subset_streams"), (parse_predicate, "gbif_download_predicate")])
+@pytest.mark.parametrize("content", [f"GBIF_PWD={SECRET}\n", f'{{"token": "{SECRET}"', f"[1, 2, {SECRET}]"],
+                         ids=["env_file", "unterminated_json", "bad_json_array"])
+def test_an_at_file_that_is_not_json_names_its_path_never_its_contents(tmp_path, parse, option, content):
+    path = tmp_path / "wrong-file.json"
+    path.write_text(content)
+    with pytest.raises(OptionError) as caught:
+        parse(f"@{path}")
+    message = str(caught.value)
+    assert f"--{option}" in message and str(path) in message and "not valid JSON" in message
+    assert SECRET not in message and "GBIF_PWD" not in message and "token" not in message
+
+
+@pytest.mark.parametrize("parse, value, message", [
+    (parse_query, {"speciesKey": {"token": SECRET}}, "unsupported value"),
+    (parse_query, {"speciesKey": ["1", [SECRET]]}, "unsupported value"),
+    (parse_ratios, {"train": SECRET}, "not a number"),
+    (parse_ratios, {"train": 1.5, "test": f"-{SECRET}"}, "not a number"),
+    (parse_subset_streams, {"test": SECRET}, "rule of 'test'"),
+], ids=["query_object", "query_nested_list", "ratio_text", "ratio_negative_text", "subset_rule"])
+def test_an_at_file_value_is_never_quoted_in_an_error(tmp_path, parse, value, message):
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps(value))
+    with pytest.raises(OptionError, match=message) as caught:
+        parse(f"@{path}")
+    assert SECRET not in str(caught.value)
+
+
+def test_an_at_file_that_is_not_text_is_a_clear_error(tmp_path):
+    path = tmp_path / "key.der"
+    path.write_bytes(b"\x30\x82\xff\xfe" + SECRET.encode())
+    with pytest.raises(OptionError, match="cannot read .*key.der: not UTF-8 text") as caught:
+        parse_query(f"@{path}")
+    assert SECRET not in str(caught.value)
 
 
 def test_label_and_dry_run_map_onto_their_destinations():

@@ -38,7 +38,8 @@ class DownloadSettings:
     """Every knob of the downloader; picklable, shared by DownloadMedia, its DoFn and the engine.
 
     ``output``: the dataset root (local folder or gs://bucket/prefix). ``allow_private_hosts``:
-    loopback and private addresses are allowed (local tests only); ``address_policy`` overrides
+    loopback and private addresses are allowed too (local tests only), never link-local or cloud
+    metadata ones (see safety.py); ``address_policy`` overrides
     that choice (tests inject one). ``scratch_dir``: the grouping by host shard spills there
     (local runners; see transforms/spill.py). The rest: limits, timeouts and retries of the fetch.
     """
@@ -114,8 +115,10 @@ def relative_folder(record: MediaRecord) -> str:
 class FetchEngine:
     """Lives on the DoFn's event loop thread: fetching, gates, breakers, writes."""
 
-    def __init__(self, settings: DownloadSettings, policy: AddressPolicy, store: Store, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, settings: DownloadSettings, policy: AddressPolicy, store: Store, executor: ThreadPoolExecutor,
+                 resolver: CheckedResolver | None = None) -> None:
         self.settings = settings
+        self._given_resolver = resolver  # tests inject one (scripted DNS answers); else one per open()
         self.policy = policy
         self.store = store
         self.executor = executor
@@ -128,7 +131,9 @@ class FetchEngine:
 
     async def open(self) -> None:
         self.global_slots = asyncio.Semaphore(self.settings.max_concurrency)
-        self.resolver = CheckedResolver(self.policy)
+        # The connector resolves through the same checking resolver as check_host: an answer that
+        # changes between the check and the connection (DNS rebinding) is checked again.
+        self.resolver = self._given_resolver or CheckedResolver(self.policy)
         connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0, resolver=self.resolver,
                                          ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeout, sock_read=self.settings.timeout)
@@ -277,6 +282,9 @@ class FetchEngine:
                 raise Failure(Status.FAILED_REFUSED, f"scheme {url.scheme or '(none)'!r} not allowed (only http/https): {url}")
             if not url.host:
                 raise Failure(Status.FAILED_INVALID_URL, f"no host in URL {url}")
+            if url.user is not None or url.password is not None:
+                # ``http://trusted.org@other-host/`` misleads readers, and aiohttp would send the user info as credentials.
+                raise Failure(Status.FAILED_REFUSED, f"user info in a URL is refused: {url.with_user(None)}")
             await check_host(url.host, url.port or 0, self.policy, self.resolver)
             async with self.session.get(url, allow_redirects=False) as response:
                 if response.status in REDIRECT_CODES:

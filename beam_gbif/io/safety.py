@@ -3,13 +3,17 @@
 A cloud worker must never fetch its metadata server or a private service because a publisher's
 URL (or a redirect) points there. Host names are resolved by ``CheckedResolver``, which drops
 every address the policy refuses, and aiohttp connects only to what it returns; IP literals
-(which aiohttp does not resolve) are checked by ``check_host`` before any request.
+(which aiohttp does not resolve) are checked by ``check_host`` before any request. Some hosts
+are refused by their name alone, before any lookup: the metadata server's names, and numbers
+that are not canonical IP addresses (``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``),
+which resolvers read in different ways.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -23,6 +27,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Cloud metadata endpoints that are not covered by the link-local/private ranges everywhere.
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
                                 ipaddress.ip_address("100.100.100.200")})
+# GCE's metadata server by name: refused by name, so no lookup (and no rebinding) is involved.
+METADATA_NAMES = frozenset({"metadata.google.internal", "metadata"})
+# Loopback is not among these: ``is_loopback`` covers 127.0.0.0/8 and ::1.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated (RFC 3879), still routed inside some networks
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the last 32 bits are an IPv4 address (RFC 6052)
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use translation (RFC 8215): any IPv4 space, never public
+# A last label that is a number (decimal, octal or hex): inet_aton reads such a host as an IPv4 address.
+_NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 
 
 class RefusedAddress(Exception):
@@ -33,6 +46,33 @@ def _plain(address: IPAddress) -> IPAddress:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a 6to4 (2002::/16) or NAT64 (64:ff9b::/96) address reaches, else None."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _is_public(address: IPAddress) -> bool:
+    return not (address in METADATA_ADDRESSES or address.is_private or address.is_loopback or address.is_link_local
+                or address.is_multicast or address.is_reserved or address.is_unspecified or not address.is_global)
+
+
+def never_allowed(address: IPAddress) -> bool:
+    """Refused by every built-in policy: metadata, link-local, unspecified, multicast, site-local, and IPv6
+    forms that reach IPv4 space unless the IPv4 address they reach is public (checked here, not left to
+    ``ipaddress``, whose ranges differ between Python versions)."""
+    address = _plain(address)
+    if (address in METADATA_ADDRESSES or address.is_link_local or address.is_unspecified or address.is_multicast
+            or address in _SITE_LOCAL or address in _NAT64_LOCAL):
+        return True
+    inner = embedded_ipv4(address)
+    return inner is not None and not _is_public(inner)
 
 
 class AddressPolicy:
@@ -49,24 +89,24 @@ class PublicOnly(AddressPolicy):
     """The production policy: global unicast addresses only."""
 
     def allows(self, address: IPAddress) -> bool:
-        address = _plain(address)
-        if address in METADATA_ADDRESSES:
-            return False
-        return not (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-                    or address.is_reserved or address.is_unspecified or not address.is_global)
+        return not never_allowed(address) and _is_public(_plain(address))
 
     def describe(self) -> str:
         return "public addresses only (--allow_private_hosts is off)"
 
 
-class AllowAll(AddressPolicy):
-    """``--allow_private_hosts``: any address (local tests and private media servers)."""
+class PublicAndPrivate(AddressPolicy):
+    """``--allow_private_hosts`` (local tests, private media servers): public, loopback and private ranges
+    (10/8, 172.16/12, 192.168/16, fc00::/7); never link-local or cloud metadata addresses."""
 
     def allows(self, address: IPAddress) -> bool:
-        return True
+        if never_allowed(address):
+            return False
+        address = _plain(address)
+        return address.is_loopback or any(address in n for n in PRIVATE_NETWORKS) or _is_public(address)
 
     def describe(self) -> str:
-        return "any address"
+        return "public, loopback and private addresses (--allow_private_hosts); never link-local or metadata"
 
 
 class AllowOnly(AddressPolicy):
@@ -84,7 +124,7 @@ class AllowOnly(AddressPolicy):
 
 
 def policy_for(allow_private_hosts: bool) -> AddressPolicy:
-    return AllowAll() if allow_private_hosts else PublicOnly()
+    return PublicAndPrivate() if allow_private_hosts else PublicOnly()
 
 
 def ip_literal(host: str) -> IPAddress | None:
@@ -94,17 +134,35 @@ def ip_literal(host: str) -> IPAddress | None:
         return None
 
 
-class CheckedResolver(AbstractResolver):
-    """Resolves with aiohttp's default resolver, keeps only allowed addresses, caches answers briefly."""
+def refuse_by_name(host: str) -> None:
+    """Raises RefusedAddress for a host refused by its name alone, before any lookup.
 
-    def __init__(self, policy: AddressPolicy, ttl: float = 60.0) -> None:
+    The metadata server's names (any case, with or without the trailing dot of a fully qualified
+    name), and hosts that look like an IP address but are not a canonical one (a last label that
+    is a number, or a colon): aiohttp connects to such a host without asking the resolver and the
+    OS reads ``2130706433`` or ``0177.0.0.1`` as 127.0.0.1, so only a refusal keeps check and
+    connection in agreement (canonical IP literals never get here: ``check_host`` checks them).
+    """
+    name = host.rstrip(".").lower()
+    if name in METADATA_NAMES:
+        raise RefusedAddress(f"host {host} is a cloud metadata server, refused by name")
+    if ":" in name or _NUMERIC_LABEL.fullmatch(name.rpartition(".")[2]):
+        raise RefusedAddress(f"host {host} looks like an IP address but is not a canonical one, refused (resolvers read it differently)")
+
+
+class CheckedResolver(AbstractResolver):
+    """Refuses by name (``refuse_by_name``), resolves with ``lookup`` (aiohttp's default resolver unless a
+    test injects one), keeps only allowed addresses, caches answers for ``ttl`` seconds."""
+
+    def __init__(self, policy: AddressPolicy, ttl: float = 60.0, lookup: AbstractResolver | None = None) -> None:
         self.policy = policy
         self.ttl = ttl
-        self._inner = DefaultResolver()
+        self._inner = lookup or DefaultResolver()
         self._cache: dict[tuple[str, int, int], tuple[float, list[Any]]] = {}
         self._pending: dict[tuple[str, int, int], asyncio.Future] = {}
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
+        refuse_by_name(host)
         key = (host, port, family)
         cached = self._cache.get(key)
         if cached is not None and cached[0] > time.monotonic():

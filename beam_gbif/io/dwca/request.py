@@ -4,11 +4,13 @@
     wait_for_download(client, key)                                         # polls with backoff
 
 Credentials come from ``GBIF_USER`` / ``GBIF_PWD`` (and optionally ``GBIF_EMAIL`` for GBIF's
-notification mail) in the environment, never from a command-line flag.
+notification mail) in the environment, never from a command-line flag; they are sent only over
+https (plain http only to a loopback test server) and never appear in an error or a log line.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -22,7 +24,8 @@ import requests
 from beam_gbif.core.errors import OptionError
 from beam_gbif.io.dwca.archive import DOWNLOAD_KEY
 from beam_gbif.io.dwca.meta import DwcaError
-from beam_gbif.io.gbif.client import GbifApiError, GbifClient
+from beam_gbif.io.gbif.client import GbifApiError, GbifClient, check_credentials_url
+from beam_gbif.io.option_files import json_or_file
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +34,7 @@ _FINAL_FAILURES = {"FAILED", "KILLED", "CANCELLED", "FILE_ERASED"}
 
 def parse_predicate(text: str) -> dict[str, Any]:
     """``--gbif_download_predicate``: a GBIF predicate object as JSON (or ``@file.json``)."""
-    raw = str(text).strip()
-    if raw.startswith("@"):
-        try:
-            with open(raw[1:], encoding="utf-8") as handle:
-                raw = handle.read()
-        except OSError as exc:
-            raise OptionError(f"--gbif_download_predicate: cannot read {raw[1:]}: {exc.strerror}") from None
-    try:
-        predicate = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise OptionError(f"--gbif_download_predicate is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    predicate, _ = json_or_file("gbif_download_predicate", str(text).strip())
     if isinstance(predicate, dict) and "type" not in predicate and isinstance(predicate.get("predicate"), dict):
         predicate = predicate["predicate"]  # a whole GBIF request body: keep its predicate
     if not isinstance(predicate, dict) or "type" not in predicate:
@@ -60,7 +53,9 @@ def credentials_from_environment() -> tuple[str, str, str]:
 def request_download(client: GbifClient, predicate: dict[str, Any], *, user: str, password: str, email: str = "") -> str:
     """``POST {api}/occurrence/download/request``; returns the new download key.
 
-    Not retried: a retried POST could create a second download on GBIF's side.
+    The credentials go only over https (see ``check_credentials_url``) and never into an error or
+    a log line, even when the server echoes them back. Not retried: a retried POST could create a
+    second download on GBIF's side.
     """
     body = {
         "creator": user,
@@ -70,20 +65,37 @@ def request_download(client: GbifClient, predicate: dict[str, Any], *, user: str
         "predicate": predicate,
     }
     url = client.url("occurrence/download/request")
+    check_credentials_url(url)
+
+    def failure(message: str) -> DwcaError:
+        return DwcaError(_without_secrets(message, user, password))
+
     try:
         response = client.session.post(url, json=body, auth=(user, password), timeout=client.timeout,
                                        headers={"Accept": "text/plain, application/json"})
     except requests.RequestException as exc:
-        raise DwcaError(f"could not request a GBIF download at {url}: {exc}") from None
+        raise failure(f"could not request a GBIF download at {url}: {exc}") from None
     if response.status_code in (401, 403):
-        raise DwcaError(f"GBIF refused the download request for user {user!r}: HTTP {response.status_code} (check GBIF_USER / GBIF_PWD)")
+        raise failure(f"GBIF refused the download request for user {user!r}: HTTP {response.status_code} (check GBIF_USER / GBIF_PWD)")
     if response.status_code >= 300:
-        raise DwcaError(f"GBIF download request failed: HTTP {response.status_code}: {response.text[:300].strip()}")
+        raise failure(f"GBIF download request failed: HTTP {response.status_code}: {response.text[:300].strip()}")
     key = response.text.strip().strip('"')
     if not DOWNLOAD_KEY.match(key):
-        raise DwcaError(f"GBIF answered the download request with {key[:100]!r}, not a download key")
+        raise failure(f"GBIF answered the download request with {key[:100]!r}, not a download key")
     log.info("requested GBIF download %s", key)
     return key
+
+
+def _without_secrets(text: str, user: str, password: str) -> str:
+    """``text`` without the password, nor the Basic authorization token that carries it (a server may echo the request)."""
+    secrets = [password]
+    try:
+        secrets.append(base64.b64encode(f"{user}:{password}".encode("latin-1")).decode("ascii"))
+    except UnicodeEncodeError:
+        pass  # requests encodes Basic credentials as latin-1: no such token could have been sent
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 def wait_for_download(

@@ -12,17 +12,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
 from beam_gbif import DEFAULT_USER_AGENT
+from beam_gbif.core.errors import OptionError
 from beam_gbif.core.http import parse_retry_after
 
 DEFAULT_GBIF_API_URL = "https://api.gbif.org/v1"
@@ -47,6 +49,24 @@ _semaphores_lock = threading.Lock()
 def _api_semaphore(api_url: str, limit: int) -> threading.BoundedSemaphore:
     with _semaphores_lock:
         return _semaphores.setdefault((api_url, limit), threading.BoundedSemaphore(limit))
+
+
+def check_credentials_url(url: str) -> None:
+    """Raises OptionError unless GBIF credentials may be sent to ``url``: https, or plain http to a loopback
+    address (a local test server), decided from the URL alone, before any request."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a name: "localhost" too, since only the resolver would say where it points
+    if parts.scheme == "http" and loopback:
+        return
+    where = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")  # never the URL's user info
+    raise OptionError(f"--gbif_api_url {where}: GBIF_USER/GBIF_PWD are sent only over https "
+                      "(plain http only to a loopback address such as 127.0.0.1, for tests)")
 
 
 class GbifApiError(RuntimeError):

@@ -114,7 +114,8 @@ def filter_media(options: PipelineOptions) -> FilterMedia:
     return FilterMedia(FilterSettings(licenses=frozenset(parse_csv_list(options.licenses)), scratch_dir=scratch_dir_for(options)))
 
 
-def sample_streams(options: PipelineOptions) -> SampleStreams:
+def sample_streams(options: PipelineOptions, stream_sizes: beam.PCollection | None = None) -> SampleStreams:
+    """``stream_sizes``: the source's ``{stream: size}`` singleton when it reads only part of each stream (build() passes the API's)."""
     options = options.view_as(GbifMediaOptions)
     return SampleStreams(SamplingSettings(
         nb_samples=options.nb_samples,
@@ -125,7 +126,7 @@ def sample_streams(options: PipelineOptions) -> SampleStreams:
         one_media_per_occurrence=False,
         seed=options.seed,
         scratch_dir=scratch_dir_for(options),
-    ))
+    ), stream_sizes=stream_sizes)
 
 
 def assign_splits(options: PipelineOptions) -> AssignSplits:

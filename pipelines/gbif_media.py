@@ -32,7 +32,8 @@ DEFAULT_LOCAL_RUNNER = "FnApiRunner"
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.PCollection]:
     """Adds the whole job to ``pipeline``; returns its PCollections by stage name.
 
-    The one place where stages exchange facts: the DwC-A source's citation reaches the manifest here.
+    The one place where stages exchange facts: the DwC-A source's citation reaches the manifest
+    here, and the API source's stream sizes (GBIF's counts) the sampler's weighted quotas.
     """
     opts = options.view_as(GbifMediaOptions)
     if not opts.output:
@@ -40,7 +41,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     source = stages.read_media(opts)
     records = pipeline | "ReadMedia" >> source
     usable = records | "FilterMedia" >> stages.filter_media(opts)
-    sampler = stages.sample_streams(opts)
+    sampler = stages.sample_streams(opts, getattr(source, "stream_sizes", None))
     selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
     results = assigned | "DownloadMedia" >> stages.download_media(opts)

@@ -140,8 +140,9 @@ def sampling_settings(options: PipelineOptions) -> SamplingSettings:
     )
 
 
-def sample_streams(options: PipelineOptions) -> SampleStreams:
-    return SampleStreams(sampling_settings(options))
+def sample_streams(options: PipelineOptions, stream_sizes: beam.PCollection | None = None) -> SampleStreams:
+    """``stream_sizes``: the source's ``{stream: size}`` singleton when it reads only part of each stream (build() passes the API's)."""
+    return SampleStreams(sampling_settings(options), stream_sizes=stream_sizes)
 
 
 def split_settings(options: PipelineOptions) -> SplitSettings:

@@ -136,17 +136,38 @@ def test_stream_of_250000_is_fully_reachable_through_partitioning():
     assert len(read) == len(set(read)) == 250_000
 
 
-def test_weighted_sampling_reads_every_stream_in_the_same_proportion():
+def _weighted_plan(nb_samples: int):
+    """A weighted plan over three streams of 3,000, 9,000 and 30,000 occurrences."""
     sizes = {(1, "d"): 3_000, (2, "d"): 9_000, (3, "d"): 30_000}
     occurrences = SyntheticOccurrences([1, 2, 3], ["d"], stream_sizes=sizes, media_count_weights=(0, 1, 0, 0, 0), sound_fraction=0, seed=6)
     with FakeGbifApi(occurrences) as api:
-        plan = plan_reads(GbifClient(api.base_url), validate_query({"speciesKey": [1, 2, 3]}, media_type="StillImage"),
-                          stream_fields=["speciesKey"], nb_samples=420, weighted=True)
-    reads = {page.stream: 0 for page in plan.page_requests()}
+        return plan_reads(GbifClient(api.base_url), validate_query({"speciesKey": [1, 2, 3]}, media_type="StillImage"),
+                          stream_fields=["speciesKey"], nb_samples=nb_samples, weighted=True)
+
+
+def test_weighted_sampling_reads_each_stream_for_its_quota_not_in_proportion_to_its_size():
+    plan = _weighted_plan(420)
+    assert [s.quota for s in plan.streams] == [30, 90, 300]
+    # The sampler weighs streams by these counts, so reads need only cover each quota (+ margin), as when balanced.
+    assert plan.stream_sizes() == {("1",): 3_000, ("2",): 9_000, ("3",): 30_000}
+    assert [s.target_reads for s in plan.streams] == [58, 133, 395]  # ceil(quota × 1.25) + 20
+    reads = collections.Counter()
     for page in plan.page_requests():
         reads[page.stream] += page.limit
-    assert [s.quota for s in plan.streams] == [30, 90, 300]
-    assert reads == {("1",): 38, ("2",): 113, ("3",): 375}  # 420 × 1.25 / 42,000 of each stream, rounded up
+    assert reads == {("1",): 300, ("2",): 300, ("3",): 600}  # whole pages
+
+
+def test_weighted_top_up_aims_at_the_quota_by_size_of_a_stream_with_few_usable_records():
+    plan = _weighted_plan(4_200)
+    assert [s.quota for s in plan.streams] == [300, 900, 3_000]
+    first = plan.page_requests()
+    # Stream 1 turns out to have 40% usable occurrences: 240 of the 600 read, short of its quota of 300
+    # (weighed by its estimated usable records, 1,200, its target would have been 125: no top-up).
+    stats = [PageStat(p.page_id, p.limit, p.limit * 2 // 5 if p.stream == ("1",) else p.limit) for p in first]
+    more = plan.top_up(stats)
+    assert {p.stream for p in more} == {("1",)}
+    stats += [PageStat(p.page_id, p.limit, p.limit * 2 // 5) for p in more]
+    assert plan.top_up(stats) == [] and plan.shortfalls(stats) == {}
 
 
 def test_empty_stream_combinations_are_left_out_of_the_quotas(large_streams):
@@ -162,6 +183,7 @@ def test_streams_that_cannot_be_counted_fall_back_to_reading_everything(large_st
                       stream_fields=[field], nb_samples=10)
     (stream,) = plan.streams
     assert stream.stream == () and stream.reads_everything and field in plan.notes[0]
+    assert plan.stream_sizes() == {}  # nothing to weigh streams by: the sampler weighs what it reads (everything)
     assert len(plan.page_requests()) == stream.total_pages() > 100
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_gbif.core.errors import OptionError
-from beam_gbif.core.quotas import compute_quotas, water_level
+from beam_gbif.core.quotas import compute_quotas, water_level, weights_from_sizes
 
 availabilities = st.dictionaries(
     keys=st.tuples(st.text(alphabet="abcdef", min_size=1, max_size=3), st.sampled_from(["x", "y"])),
@@ -67,6 +67,47 @@ def test_weighted_quotas_are_proportional_within_rounding_and_respect_caps(avail
             for other, other_quota in quotas.items():
                 if availability[other] and availability[stream]:
                     assert (quota + 1) * availability[other] > (other_quota - 1) * availability[stream]
+
+
+@settings(max_examples=150, deadline=None)
+@given(availabilities, totals, caps, seeds, st.data())
+def test_weighted_quotas_follow_the_weights_within_the_bounds_of_the_availability(availability, total, cap, seed, data):
+    # Weights as the API source has them: a size counted per stream, unrelated to how much was read.
+    weights = {stream: data.draw(st.integers(min_value=1, max_value=10**6)) for stream in availability}
+    quotas = compute_quotas(availability, nb_samples=total, nb_samples_per_stream=cap, weighted=True, seed=seed, weights=weights)
+    bounds = bounds_of(availability, cap)
+    assert sum(quotas.values()) == min(total, sum(bounds.values()))
+    assert all(0 <= quotas[stream] <= bounds[stream] for stream in availability)
+    # quota_i = min(bound_i, λ·weight_i) within rounding, for one λ (as with availability as the weights).
+    for stream, quota in quotas.items():
+        if quota < bounds[stream]:
+            assert all((quota + 1) * weights[other] > (quotas[other] - 1) * weights[stream] for other in quotas)
+    # The availability as the weights is the default.
+    assert compute_quotas(availability, nb_samples=total, nb_samples_per_stream=cap, weighted=True, seed=seed, weights=availability) == \
+        compute_quotas(availability, nb_samples=total, nb_samples_per_stream=cap, weighted=True, seed=seed)
+
+
+def test_weights_worked_example_a_stream_short_of_its_share_gives_its_excess_to_the_others_by_weight():
+    sizes = {("a",): 100, ("b",): 300, ("c",): 600}
+    read = {("a",): 100, ("b",): 50, ("c",): 200}  # each stream read past its share: the shares follow the sizes
+    assert compute_quotas(read, nb_samples=100, nb_samples_per_stream=None, weighted=True, seed=0, weights=sizes) == {
+        ("a",): 10, ("b",): 30, ("c",): 60,
+    }  # fmt: skip
+    # (By the records read, a would get 100 × 100 / 350 ≈ 29 instead of 10: the bug of issue 10 §5.)
+    read[("b",)] = 12  # short of its share of 30: held at 12, the other 88 split 1:6 between a and c
+    assert compute_quotas(read, nb_samples=100, nb_samples_per_stream=None, weighted=True, seed=0, weights=sizes) == {
+        ("a",): 13, ("b",): 12, ("c",): 75,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="no weight"):
+        compute_quotas({("d",): 1}, nb_samples=1, nb_samples_per_stream=None, weighted=True, seed=0, weights=sizes)
+
+
+def test_sizes_name_streams_exactly_else_regardless_of_case_else_not_at_all():
+    assert weights_from_sizes({("DK",): 5, ("FR",): 2}, {("dk",): 50, ("FR",): 20, ("US",): 9}) == {("DK",): 50, ("FR",): 20}
+    assert weights_from_sizes({("DK",): 5, ("SE",): 2}, {("dk",): 50}) is None  # SE was read but never counted
+    assert weights_from_sizes({("DK",): 5}, {}) is None  # the source could not count its streams
+    # Values that differ only in case cannot be matched by case.
+    assert weights_from_sizes({("a",): 1, ("A",): 1}, {("a",): 7, ("x",): 3}) is None
 
 
 @settings(max_examples=100, deadline=None)

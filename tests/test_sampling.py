@@ -41,7 +41,8 @@ def make_records(stream_sizes: dict[tuple[str, ...], int], media_every: int = 4)
     return records
 
 
-def expected_selection(records, *, nb_samples=None, nb_samples_per_stream=None, weighted=False, one_media_per_occurrence=True, seed=0):
+def expected_selection(records, *, nb_samples=None, nb_samples_per_stream=None, weighted=False, one_media_per_occurrence=True, seed=0,
+                       weights=None):
     """The sampling rules (README "Sampling") computed directly: the oracle the pipeline must match exactly."""
     if one_media_per_occurrence:
         best = {}
@@ -54,7 +55,8 @@ def expected_selection(records, *, nb_samples=None, nb_samples_per_stream=None, 
     for record in records:
         by_stream[record.stream].append(record)
     availability = {stream: len(members) for stream, members in by_stream.items()}
-    quotas = compute_quotas(availability, nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted, seed=seed)
+    quotas = compute_quotas(availability, nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted, seed=seed,
+                            weights=weights)
     selected = set()
     for stream, members in by_stream.items():
         members.sort(key=lambda r: (seeded_hash(seed, r.url, purpose=STREAM_SAMPLE_PURPOSE), r.url))
@@ -65,13 +67,15 @@ def expected_selection(records, *, nb_samples=None, nb_samples_per_stream=None, 
 class Run:
     """One pipeline run's selected URLs, per-stream stats rows and counters."""
 
-    def __init__(self, records, tmp_path: Path, extra_args=(), one_media_per_occurrence=True, **sampler_args):
+    def __init__(self, records, tmp_path: Path, extra_args=(), one_media_per_occurrence=True, stream_sizes=None, **sampler_args):
         # The records hold several media per occurrence, so the sampler's own one-media step is on unless a case turns it off
         # (the pipeline leaves that step to the GBIF sources: see test_from_options).
         out = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
-        sampler = SampleStreams(SamplingSettings(one_media_per_occurrence=one_media_per_occurrence, **sampler_args))
-        self.strategy = sampler.strategy
         pipeline = beam.Pipeline(options=PipelineOptions([RUNNER, *extra_args]))
+        # As a source that reads part of each stream hands them over (ReadOccurrenceMedia.stream_sizes).
+        sizes = None if stream_sizes is None else pipeline | "StreamSizes" >> beam.Create([stream_sizes])
+        sampler = SampleStreams(SamplingSettings(one_media_per_occurrence=one_media_per_occurrence, **sampler_args), stream_sizes=sizes)
+        self.strategy = sampler.strategy
         selected = pipeline | "Records" >> beam.Create(records) | "Sample" >> sampler
         lines = selected | "UrlLines" >> beam.Map(lambda r: json.dumps([r.url, list(r.stream), r.occurrence_key]))
         _ = lines | "WriteUrls" >> beam.io.WriteToText(str(out / "selected"))
@@ -179,6 +183,23 @@ def test_one_media_per_occurrence_picks_the_lowest_hash_and_all_media_keeps_ever
     for record in records:
         by_occurrence[record.occurrence_key].append(record)
     assert {one_media_of_occurrence(group, seed=3).url for group in by_occurrence.values()} == set(one.urls)
+
+
+def test_weighted_quotas_follow_the_stream_sizes_given_and_the_records_bound_them(tmp_path):
+    # Sizes as the GBIF API counts them; the records are the part of each stream that was read.
+    sizes = {("d1", "s1"): 600, ("d1", "s2"): 7_000, ("d2", "s1"): 350, ("d2", "s3"): 1_200, ("d3", "s9"): 50}
+    run = Run(RECORDS, tmp_path, nb_samples=90, weighted=True, seed=7, stream_sizes=sizes)
+    expected, quotas = expected_selection(RECORDS, nb_samples=90, weighted=True, seed=7, weights=sizes)
+    assert sorted(run.urls) == sorted(expected)
+    # d1/s2 weighs most but only 7 of it was read, d3/s9 only 1: both held, the other 82 shared by size.
+    assert quotas == {("d1", "s2"): 7, ("d1", "s1"): 23, ("d2", "s1"): 13, ("d2", "s3"): 46, ("d3", "s9"): 1}
+    assert {stream: row["quota"] for stream, row in run.stats.items()} == quotas
+
+
+def test_sizes_that_miss_a_stream_read_fall_back_to_weighing_the_records_read(tmp_path, caplog):
+    run = Run(RECORDS, tmp_path, nb_samples=90, weighted=True, seed=7, stream_sizes={("d1", "s1"): 600, ("d1", "s2"): 7_000})
+    assert sorted(run.urls) == sorted(expected_selection(RECORDS, nb_samples=90, weighted=True, seed=7)[0])
+    assert "weighing the streams by the records read instead" in caplog.text
 
 
 def test_empty_input_selects_nothing(tmp_path):

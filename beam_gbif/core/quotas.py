@@ -1,7 +1,8 @@
 """Per-stream quotas from per-stream availability: the arithmetic of the README's "Sampling" section.
 
-Pure Python and integer-exact (no floats), so the planner (on API counts) and the sampler
-(on exact in-pipeline counts) compute the same quotas, and 100k streams take milliseconds.
+Pure Python and integer-exact (a float only orders a fast path), so the planner (on API counts)
+and the sampler (on what was read, weighted by the same counts) compute the same quotas, and
+100k streams take milliseconds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def compute_quotas(
     nb_samples_per_stream: int | None,
     weighted: bool,
     seed: int,
+    weights: Mapping[Stream, int] | None = None,
 ) -> dict[Stream, int]:
     """The number of records to select from each stream; never more than it has.
 
@@ -46,13 +48,22 @@ def compute_quotas(
       the leftover units going one each to the unfilled streams in a seeded order;
       Σ = min(N, Σ capped availability);
     - ``nb_samples = -1``: the smallest availability (capped) for every stream;
-    - ``weighted``: proportional to availability by largest remainder (ties in a seeded
-      order), streams over their cap held at it and their excess shared proportionally.
+    - ``weighted``: proportional to ``weights`` (default: the availability) by largest
+      remainder (ties in a seeded order); a stream whose share exceeds its capped
+      availability is held at it and its excess shared proportionally by the others.
+
+    ``weights`` are the stream sizes the shares follow when they are not the availability:
+    the GBIF API source reads only part of each stream, so its sampler weighs streams by the
+    sizes GBIF counted while the availability (what was read) still bounds each quota. Only
+    the weighted rule reads them; they must cover every stream of ``availability``.
     """
     validate_sampling_options(nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted)
-    for stream, count in availability.items():
-        if count < 0:
-            raise ValueError(f"availability of stream {stream!r} is negative: {count}")
+    _check_counts("availability", availability)
+    if weights is not None:
+        _check_counts("weight", weights)
+        missing = [stream for stream in availability if stream not in weights]
+        if missing:
+            raise ValueError(f"no weight for stream(s) {missing[:5]!r}{' ...' if len(missing) > 5 else ''}")
     bounds = {stream: _capped(count, nb_samples_per_stream) for stream, count in availability.items()}
     if not bounds or nb_samples is None:
         return bounds
@@ -60,8 +71,33 @@ def compute_quotas(
         level = min(bounds.values())
         return {stream: level for stream in bounds}
     if weighted:
-        return _weighted(availability, bounds, nb_samples, seed)
+        return _weighted(availability if weights is None else weights, bounds, nb_samples, seed)
     return _water_filling(bounds, nb_samples, seed)
+
+
+def weights_from_sizes(availability: Mapping[Stream, int], sizes: Mapping[Stream, int]) -> dict[Stream, int] | None:
+    """Each available stream's size, or None when ``sizes`` do not name every one of them.
+
+    The sizes are keyed by the values a query was counted with and the streams by the values
+    the records hold; GBIF matches values regardless of case (``dk`` counts ``DK``), so a
+    stream without an exact match takes the size of its case-insensitive match.
+    """
+    if not sizes:
+        return None
+    folded = {_folded(stream): size for stream, size in sizes.items()}
+    if len(folded) < len(sizes) or len({_folded(stream) for stream in availability}) < len(availability):
+        folded = {}  # values that differ only in case: a case-insensitive match would be ambiguous
+    weights = {}
+    for stream in availability:
+        size = sizes.get(stream, folded.get(_folded(stream)))
+        if size is None:
+            return None
+        weights[stream] = size
+    return weights
+
+
+def _folded(stream: Stream) -> Stream:
+    return tuple(value.casefold() for value in stream)
 
 
 def _capped(count: int, cap: int | None) -> int:
@@ -88,35 +124,26 @@ def _water_filling(bounds: dict[Stream, int], total: int, seed: int) -> dict[Str
     return quotas
 
 
-def _weighted(availability: Mapping[Stream, int], bounds: dict[Stream, int], total: int, seed: int) -> dict[Stream, int]:
-    """Largest-remainder apportionment of ``total`` ∝ availability, within ``bounds``."""
+def _check_counts(what: str, counts: Mapping[Stream, int]) -> None:
+    for stream, count in counts.items():
+        if count < 0:
+            raise ValueError(f"{what} of stream {stream!r} is negative: {count}")
+
+
+def _weighted(weights: Mapping[Stream, int], bounds: dict[Stream, int], total: int, seed: int) -> dict[Stream, int]:
+    """Largest-remainder apportionment of ``total`` ∝ ``weights``, within ``bounds``."""
     if total >= sum(bounds.values()):
         return dict(bounds)
-    # quota_i = min(bound_i, λ·avail_i) for the λ that makes Σ = total. A stream whose share
-    # exceeds its bound is held at it, which raises λ for the rest. avail/bound grows with
-    # availability, so in descending availability the held streams come first: once one
-    # stream fits under the current λ, every later one does too and λ no longer changes.
-    quotas: dict[Stream, int] = {}
-    remaining = total
-    free_weight = sum(availability.values())
-    descending = sorted(bounds, key=lambda stream: availability[stream], reverse=True)
-    index = 0
-    while index < len(descending):
-        stream = descending[index]
-        weight, bound = availability[stream], bounds[stream]
-        if remaining * weight <= bound * free_weight:  # share = remaining * weight / free_weight <= bound
-            break
-        quotas[stream] = bound
-        remaining -= bound
-        free_weight -= weight
-        index += 1
-    free = descending[index:]
+    quotas = _held_at_bounds(weights, bounds, total)
+    remaining = total - sum(quotas.values())
+    free = [stream for stream in bounds if stream not in quotas]
+    free_weight = sum(weights[stream] for stream in free)
     if not free or free_weight == 0:
         quotas.update({stream: 0 for stream in free})
         return quotas
     remainders: dict[Stream, int] = {}
     for stream in free:
-        quotas[stream], remainders[stream] = divmod(remaining * availability[stream], free_weight)
+        quotas[stream], remainders[stream] = divmod(remaining * weights[stream], free_weight)
     leftover = remaining - sum(quotas[stream] for stream in free)
     # Leftover < number of non-zero remainders, and a stream with a non-zero remainder has a
     # share strictly below its (integer) bound, so rounding it up stays within the bound.
@@ -124,6 +151,34 @@ def _weighted(availability: Mapping[Stream, int], bounds: dict[Stream, int], tot
         for stream in _largest_remainders(free, remainders, leftover, seed):
             quotas[stream] += 1
     return quotas
+
+
+def _held_at_bounds(weights: Mapping[Stream, int], bounds: Mapping[Stream, int], total: int) -> dict[Stream, int]:
+    """The streams held at their bound: quota_i = min(bound_i, λ·weight_i) for the λ that makes Σ = total.
+
+    A stream is held when bound_i / weight_i < λ, and holding it raises λ for the others
+    (λ = remaining / free weight). So in ascending bound/weight the held streams come first
+    and one pass stops at the first stream that fits. That order is sorted on floats, which
+    could misorder two near-equal ratios; the exact integer check repeats until no free
+    stream is over its bound, so the result never depends on rounding.
+    """
+    held: dict[Stream, int] = {}
+    remaining, free_weight = total, sum(weights[stream] for stream in bounds)
+
+    def over(stream: Stream) -> bool:  # share = remaining * weight / free_weight > bound
+        return stream not in held and remaining * weights[stream] > bounds[stream] * free_weight
+
+    order = sorted((stream for stream in bounds if weights[stream] > 0), key=lambda stream: bounds[stream] / weights[stream])
+    for stream in order:
+        if not over(stream):
+            break
+        held[stream] = bounds[stream]
+        remaining, free_weight = remaining - bounds[stream], free_weight - weights[stream]
+    while late := [stream for stream in order if over(stream)]:
+        for stream in late:
+            held[stream] = bounds[stream]
+            remaining, free_weight = remaining - bounds[stream], free_weight - weights[stream]
+    return held
 
 
 def _largest_remainders(streams: list[Stream], remainders: dict[Stream, int], count: int, seed: int) -> list[Stream]:

@@ -5,11 +5,13 @@ fields, plus facet calls to partition streams over the offset cap) and returns a
 
 1. streams are the combinations of the ``stream_fields`` values: the query's values for a
    field the query restricts, else the values a facet call discovers; each gets its count;
-2. quotas come from ``beam_gbif.transforms.sampling.compute_quotas`` over those counts (the same rule
-   the in-pipeline sampler applies to what is read);
+2. quotas come from ``beam_gbif.core.quotas.compute_quotas`` over those counts (the same rule
+   the in-pipeline sampler applies to what is read; weighted quotas follow these counts there
+   too: ``ReadPlan.stream_sizes()`` reaches the sampler, what was read only bounds them);
 3. a stream whose quota is smaller than its count is read at seeded random page offsets, only
    as many pages as ``quota × (1 + margin)`` occurrences need (the margin covers occurrences
-   that lose their media to type, URL or licence filters); otherwise it is read entirely;
+   that lose their media to type, URL or licence filters), weighted or not; otherwise it is
+   read entirely;
 4. a stream over the 100,000 offset cap is split into segments by ``year`` ranges (then
    ``month``, dataset, country, ...; recursively) so every record stays reachable; logged;
 5. after a round of reads, ``ReadPlan.top_up(stats)`` re-estimates each stream's usable
@@ -102,7 +104,6 @@ class StreamPlan:
     quota: int
     target_reads: int  # occurrences to read in the first round
     segments: list[Segment]
-    exact_reads: bool = False  # cut the last page at target_reads (weighted sampling keeps reads proportional)
 
     @property
     def reads_everything(self) -> bool:
@@ -129,8 +130,6 @@ class StreamPlan:
         for page in self.ranked_pages(seed):
             if total >= self.target_reads:
                 break
-            if self.exact_reads and total + page.limit > self.target_reads:
-                page = dataclasses.replace(page, limit=self.target_reads - total)
             chosen.append(page)
             total += page.limit
         return chosen
@@ -150,6 +149,15 @@ class ReadPlan:
     margin: float
     planning_requests: int = 0
     notes: list[str] = dataclasses.field(default_factory=list)
+    counted: bool = True  # False when the stream fields could not be counted (then everything is read)
+
+    def stream_sizes(self) -> dict[Stream, int]:
+        """Each stream's size as GBIF counts it for the query ({} when the streams could not be counted).
+
+        Weighted quotas follow these, not what was read: a stream is read in proportion to its
+        quota, not to its size, so the records read do not weigh the streams.
+        """
+        return {stream.stream: stream.count for stream in self.streams} if self.counted else {}
 
     def page_requests(self) -> list[PageRequest]:
         """The first round of reads."""
@@ -181,8 +189,9 @@ class ReadPlan:
                 estimated[stream.stream] = usable if pages >= stream.total_pages() else stream.count
             else:
                 estimated[stream.stream] = round(stream.count * usable / occurrences)
+        # Weighted by the counts, as the sampler weighs them: the targets are the quotas it will compute.
         return compute_quotas(estimated, nb_samples=self.nb_samples, nb_samples_per_stream=self.nb_samples_per_stream,
-                              weighted=self.weighted, seed=self.seed)
+                              weighted=self.weighted, seed=self.seed, weights={s.stream: s.count for s in self.streams})
 
     def top_up(self, stats: Sequence[PageStat]) -> list[PageRequest]:
         """Further pages for the streams whose usable reads fall short of their re-estimated quota.
@@ -410,15 +419,9 @@ def plan_reads(
         counts = planner.stream_counts([])
     quotas = compute_quotas(counts, nb_samples=nb_samples, nb_samples_per_stream=nb_samples_per_stream, weighted=weighted, seed=seed)
     streams = []
-    # Weighted quotas are proportional to what the sampler sees, so every stream is read in
-    # the same proportion of its count (exact page cuts), not "quota + margin" each.
-    total = sum(counts.values())
-    weighted_fraction = min(1.0, nb_samples * (1 + margin) / total) if weighted and nb_samples and total else None
     for stream, count in counts.items():
         quota = quotas[stream]
-        if weighted_fraction is not None:
-            target = min(count, max(quota, math.ceil(count * weighted_fraction)))
-        elif quota >= count:
+        if quota >= count:
             target = count
         else:
             target = min(count, math.ceil(quota * (1 + margin)) + MIN_EXTRA_READS)
@@ -426,11 +429,11 @@ def plan_reads(
         for parameter, value in zip(parameters, stream, strict=True):
             params[parameter] = [value]
         segments = planner.segments(params, count, stream_label(stream)) if count else []
-        streams.append(StreamPlan(stream, count, quota, target, segments, exact_reads=weighted_fraction is not None))
+        streams.append(StreamPlan(stream, count, quota, target, segments))
     plan = ReadPlan(
         query=dict(planner.query), stream_fields=planned_fields, streams=streams, nb_samples=nb_samples,
         nb_samples_per_stream=nb_samples_per_stream, weighted=weighted, seed=seed, margin=margin,
-        planning_requests=planner.requests, notes=planner.notes,
+        planning_requests=planner.requests, notes=planner.notes, counted=not uncountable,
     )
     _log.info("read plan: %d stream(s), %d page(s) in the first round, %d planning request(s)",
               len(streams), sum(len(s.first_pages(seed)) for s in streams), planner.requests)

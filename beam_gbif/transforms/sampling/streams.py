@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_gbif import METRICS_NAMESPACE
-from beam_gbif.core.quotas import Stream, compute_quotas, validate_sampling_options
+from beam_gbif.core.quotas import Stream, compute_quotas, validate_sampling_options, weights_from_sizes
 from beam_gbif.core.records import MediaRecord
 from beam_gbif.transforms.coders import MediaRecordCoder
 from beam_gbif.transforms.sampling.bounded import BoundedBalancedSampleFn, outcome_figures
@@ -125,6 +125,16 @@ class _KeepLowestPerStream(beam.PTransform):
         return lowest | "Selected" >> beam.FlatMap(lambda kv: kv[1]).with_output_types(MediaRecord)
 
 
+def _quotas_weighted_by_sizes(availability: dict[Stream, int], sizes: dict[Stream, int], rule: functools.partial) -> dict[Stream, int]:
+    """The quotas with the source's stream sizes as the weights, the records read as the bounds."""
+    weights = weights_from_sizes(availability, sizes)
+    if weights is None and sizes:
+        unnamed = [stream for stream in availability if stream not in sizes]
+        _LOG.warning("weighted quotas: the source counted %d stream(s) but not %d of the %d read (e.g. %s); "
+                     "weighing the streams by the records read instead", len(sizes), len(unnamed), len(availability), unnamed[:3])
+    return rule(availability, weights=weights)
+
+
 def requested_per_stream(nb_samples: int | None, nb_samples_per_stream: int | None, weighted: bool, nb_streams: int) -> int | None:
     """How many records each stream was asked for, or None when the rule asks nothing fixed.
 
@@ -207,14 +217,20 @@ class SampleStreams(beam.PTransform):
     A per-stream cap alone needs no counts (a per-stream combiner of the cap, one pass); no
     sampling option at all selects everything without a shuffle.
 
+    ``stream_sizes``: a singleton PCollection ``{stream: size}`` from a source that reads only
+    part of each stream (the GBIF API's ReadOccurrenceMedia.stream_sizes). Weighted quotas
+    are then proportional to those sizes, and what was read only bounds them; without it (or
+    when it does not name every stream read) they are proportional to the records read.
+
     After the transform is applied, ``stream_stats`` is a PCollection of one dict per stream:
     ``{"stream": [...], "available": int, "quota": int, "requested": int | None,
     "selected": int, "short": bool}``.
     """
 
-    def __init__(self, settings: SamplingSettings = SamplingSettings()):
+    def __init__(self, settings: SamplingSettings = SamplingSettings(), stream_sizes: beam.PCollection | None = None):
         super().__init__()
         self.settings = settings
+        self._stream_sizes = stream_sizes
         self.strategy = self._choose_strategy(settings.strategy)
         self.stream_stats: beam.PCollection | None = None
 
@@ -258,7 +274,11 @@ class SampleStreams(beam.PTransform):
 
     def _keyed(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         availability = records | "CountPerStream" >> _CountPerStream()
-        quotas = availability | "ComputeQuotas" >> beam.Map(self._quota_rule())
+        if self.settings.weighted and self._stream_sizes is not None:
+            sizes = beam.pvalue.AsSingleton(self._stream_sizes)
+            quotas = availability | "ComputeQuotas" >> beam.Map(_quotas_weighted_by_sizes, sizes=sizes, rule=self._quota_rule())
+        else:
+            quotas = availability | "ComputeQuotas" >> beam.Map(self._quota_rule())
         if self.strategy == TWO_PASS:
             held = records | "HoldUntilQuotas" >> HoldOnDisk(self.settings.scratch_dir, MediaRecordCoder(), until=quotas)
             selected = held | "KeepQuotas" >> _KeepLowestPerStream(self.settings.seed, quotas=quotas)

@@ -9,6 +9,8 @@ The graph (no network I/O at construction; the planner runs inside the pipeline)
                  → TopUp 1..n (further pages for streams still short, from the stats so far) → FetchPages
                  → ReportShortStreams (counter + log)
     Flatten of every round's records → PCollection[MediaRecord] (source="api")
+    ReadPlan → StreamSizes: ``ReadOccurrenceMedia.stream_sizes``, a singleton {stream: GBIF's count}
+               for SampleStreams' weighted quotas (the records read do not weigh the streams)
 
 Deduplication by URL is FilterMedia's job, sampling SampleStreams'.
 """
@@ -196,6 +198,8 @@ class ReadOccurrenceMedia(beam.PTransform):
         super().__init__()
         self.settings = settings
         self.top_up_rounds = settings.top_up_rounds
+        # Set once the transform is applied: a singleton {stream: size} (ReadPlan.stream_sizes).
+        self.stream_sizes: beam.PCollection | None = None
 
     def plan(self, client: GbifClient | None = None) -> ReadPlan:
         """The read plan (counts and facet calls only, no pages): what --dry_run prints via ``.describe()``."""
@@ -214,6 +218,7 @@ class ReadOccurrenceMedia(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         plan = pbegin | "Seed" >> beam.Create([None]) | "PlanReads" >> beam.ParDo(_PlanReadsFn(self.settings))
+        self.stream_sizes = plan | "StreamSizes" >> beam.Map(lambda read_plan: read_plan.stream_sizes())
         pages = plan | "PageRequests" >> beam.FlatMap(lambda read_plan: read_plan.page_requests())
         records, stats = self._fetch(pages, "Pages")
         all_records, all_stats = [records], [stats]

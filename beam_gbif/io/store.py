@@ -57,7 +57,12 @@ class Store:
 
     root: str
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
+        """Writes ``data`` whole at ``rel``. False when the file was already there and was kept
+        instead (a GCS create-only write): ``describe`` then tells what the file really holds."""
+        raise NotImplementedError
+
+    def exists(self, rel: str) -> bool:
         raise NotImplementedError
 
     def describe(self, rel: str) -> tuple[int, str]:
@@ -103,7 +108,7 @@ class LocalStore(Store):
         clean = _clean_rel(rel)
         return os.path.join(self.root, *clean.split("/")) if clean else self.root
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
         final = self._path(rel)
         folder, name = os.path.split(final)
         try:
@@ -124,6 +129,10 @@ class LocalStore(Store):
             except FileNotFoundError:
                 pass
             raise
+        return True
+
+    def exists(self, rel: str) -> bool:
+        return os.path.isfile(self._path(rel))
 
     def read(self, rel: str) -> bytes:
         with open(self._path(rel), "rb") as handle:
@@ -211,7 +220,7 @@ class GcsStore(Store):
         clean = _clean_rel(rel)
         return "/".join(p for p in (self.prefix, clean) if p)
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
         from google.api_core.exceptions import PreconditionFailed
 
         blob = self.bucket().blob(self._key(rel))
@@ -221,7 +230,11 @@ class GcsStore(Store):
             # if_generation_match=0: create only; a retried bundle never rewrites a finished object.
             blob.upload_from_string(data, content_type=content_type or "application/octet-stream", if_generation_match=0)
         except PreconditionFailed:
-            pass
+            return False  # another attempt created it first; its bytes may differ from ``data``
+        return True
+
+    def exists(self, rel: str) -> bool:
+        return bool(self.bucket().blob(self._key(rel)).exists())
 
     def read(self, rel: str) -> bytes:
         return self.bucket().blob(self._key(rel)).download_as_bytes()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,18 @@ class Store:
         """Removes a file; no error if it is already gone."""
         raise NotImplementedError
 
+    def list_folders(self, folder: str, startswith: str = "") -> list[str]:
+        """Names of the folders directly in ``folder`` starting with ``startswith``, sorted; [] if none."""
+        raise NotImplementedError
+
+    def delete_folder(self, rel: str) -> None:
+        """Removes a folder and everything under it; no error if it is already gone."""
+        raise NotImplementedError
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        """Relative paths of the hidden temp files that interrupted writes left under ``prefix``, sorted."""
+        raise NotImplementedError
+
     def uri(self, rel: str = "") -> str:
         raise NotImplementedError
 
@@ -139,13 +153,7 @@ class LocalStore(Store):
             return handle.read()
 
     def list(self, prefix: str = "") -> list[str]:
-        base = self._path(prefix)
-        found = []
-        for folder, _dirs, files in os.walk(base):
-            for name in files:
-                if not is_temp_name(name):
-                    found.append(os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/"))
-        return sorted(found)
+        return sorted(rel for rel in self._walk(prefix) if not is_temp_name(posixpath.basename(rel)))
 
     def describe(self, rel: str) -> tuple[int, str]:
         digest = hashlib.sha256()
@@ -168,6 +176,25 @@ class LocalStore(Store):
             os.unlink(self._path(rel))
         except FileNotFoundError:
             pass
+
+    def list_folders(self, folder: str, startswith: str = "") -> list[str]:
+        try:
+            with os.scandir(self._path(folder)) as entries:
+                return sorted(e.name for e in entries if e.name.startswith(startswith) and e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete_folder(self, rel: str) -> None:
+        shutil.rmtree(self._path(rel), ignore_errors=True)
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        return sorted(rel for rel in self._walk(prefix) if is_temp_name(posixpath.basename(rel)))
+
+    def _walk(self, prefix: str) -> Iterator[str]:
+        """Relative paths of every file under ``prefix``, temp files included."""
+        for folder, _dirs, files in os.walk(self._path(prefix)):
+            for name in files:
+                yield os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/")
 
     def uri(self, rel: str = "") -> str:
         return self._path(rel)
@@ -263,6 +290,21 @@ class GcsStore(Store):
 
     def list_dir(self, folder: str, startswith: str = "") -> list[str]:
         return [posixpath.basename(k) for k in self._list_keys(folder, "/", startswith)]
+
+    def list_folders(self, folder: str, startswith: str = "") -> list[str]:
+        key = self._key(folder)
+        key = (key + "/" if key else "") + startswith
+        pages = self.bucket().client.list_blobs(self.bucket_name, prefix=key, delimiter="/")
+        for _blob in pages:  # the folders ("prefixes") are known once the listing is read
+            pass
+        return sorted(posixpath.basename(p.rstrip("/")) for p in pages.prefixes)
+
+    def delete_folder(self, rel: str) -> None:
+        for key in self._list_keys(rel, None):
+            self.delete(key)
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        return []  # an upload is whole or absent: GCS writes leave no temp objects
 
     def delete(self, rel: str) -> None:
         from google.api_core.exceptions import NotFound

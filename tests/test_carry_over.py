@@ -67,3 +67,16 @@ def test_summary_counts_the_kept_files_apart() -> None:
     summary = format_summary(stats)
     assert "5 records + 2 kept from earlier runs in 1.0 s: 6 files in the dataset, 1 failed" in summary
     assert "KEPT_FROM_EARLIER_RUN 2" in summary
+
+
+def test_prune_deletes_media_files_in_no_row_and_nothing_else(tmp_path: Path) -> None:
+    # A run killed before it wrote a manifest left files that no row names; the user's own files stay.
+    orphan, moved_in = _row("orphan", "train"), _row("new", "test")
+    theirs = ["notes.txt", "train/sp/notes.txt", f"{orphan.basename}.jpg"]
+    for rel in [orphan.path, moved_in.path, *theirs]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    _write(tmp_path, [moved_in], prune=True)
+    assert read_manifest(str(tmp_path)) == [moved_in]
+    assert not (tmp_path / orphan.path).exists()
+    assert (tmp_path / moved_in.path).exists() and all((tmp_path / rel).exists() for rel in theirs)

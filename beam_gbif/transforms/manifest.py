@@ -153,8 +153,8 @@ class WriteAttribution(beam.PTransform):
 class ManifestSettings:
     """``output``: the dataset root. ``run_id``: names this run's manifest shards (default: a new
     sortable id). ``carry_over``: the output already has a manifest; its rows of files this run did
-    not select are kept (KEPT_FROM_EARLIER_RUN) or, with ``prune``, their files deleted
-    (transforms/carry_over.py). ``earlier_is_selection``: those rows are this run's selection
+    not select are kept (KEPT_FROM_EARLIER_RUN) or, with ``prune``, their files deleted, as are
+    media files in no row (transforms/carry_over.py). ``earlier_is_selection``: those rows are this run's selection
     (``--retry_failed_from`` into the output itself): kept as they are. ``citations``: how to cite
     the sources read (the DwC-A download's DOI), for stats.json. ``scratch_dir``: the local
     runners' spill folder.
@@ -186,8 +186,9 @@ class WriteManifest(beam.PTransform):
         self._output = settings.output
         self._run_id = settings.run_id
         self._citations = settings.citations
-        self._carry_over = CarryOverSettings(settings.output, prune=settings.prune, earlier_is_selection=settings.earlier_is_selection,
-                                             scratch_dir=settings.scratch_dir) if settings.carry_over else None
+        self._carry_over = CarryOverSettings(
+            settings.output, earlier_manifest=settings.carry_over, prune=settings.prune, earlier_is_selection=settings.earlier_is_selection,
+            scratch_dir=settings.scratch_dir) if settings.carry_over or settings.prune else None
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         if self._carry_over:

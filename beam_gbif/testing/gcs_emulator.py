@@ -7,6 +7,8 @@ While active it sets ``STORAGE_EMULATOR_HOST`` (google-cloud-storage then target
 ``beam_gbif.io.store.gcs_client`` uses anonymous credentials) and the variables that stop
 Google's auth libraries from probing the GCE metadata server, and makes Beam's own GCS filesystem
 connect anonymously at once in this process (``beam_gcs_anonymous``); everything is restored on exit.
+Like GCS, and unlike the bare emulator, it refuses a create-only upload (``ifGenerationMatch=0``)
+onto an existing object with 412 (``gcs_create_only.py``).
 Subprocesses get the same environment from ``env()``; a subprocess that uses Beam's gs:// IO should
 call ``beam_gcs_anonymous()`` itself.
 """

@@ -19,6 +19,8 @@ from apache_beam.runners.runner import PipelineState
 
 from beam_gbif.core.errors import OptionError
 from beam_gbif.io.gbif.client import GbifApiError
+from beam_gbif.io.leftovers import remove_leftovers
+from beam_gbif.io.store import store_for
 from beam_gbif.transforms.spill import remove_spill_folders
 from beam_gbif.transforms.stats import finalize_stats, format_summary, metric_counters
 from pipelines import stages
@@ -122,6 +124,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"beam-gbif: error: {exc}", file=sys.stderr)
         return 2
     try:
+        if not is_dry_run(options):
+            # Before any writer of this run starts: a killed run's temp folders and files look like a running one's.
+            remove_leftovers(store_for(opts.output))
         result = pipeline.run()
         if runs_remotely(options):
             return 0

@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.io.dwca.meta import DwcaError
-from beam_gbif.io.manifest_files import same_root
+from beam_gbif.io.manifest_files import has_manifest, same_root
 from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
 from beam_gbif.transforms.filtering import FilterMedia, FilterSettings
 from beam_gbif.transforms.manifest import ManifestSettings, WriteManifest
@@ -183,13 +183,19 @@ def manifest_settings(options: PipelineOptions, citations: Sequence[Mapping[str,
     """``citations``: what the source read and how to cite it (build() passes the DwC-A source's)."""
     options = options.view_as(GbifMediaOptions)
     require_shared_path(options, "output", options.output)
-    retry = options.retry_failed_from
-    carry = retry if retry and options.output and same_root(retry, options.output) else None
-    return ManifestSettings(output=options.output, carry_over_from=carry, citations=tuple(citations), scratch_dir=scratch_dir_for(options))
+    output, retry = options.output, options.retry_failed_from
+    return ManifestSettings(
+        output=output,
+        carry_over=bool(output) and has_manifest(output),
+        prune=bool(options.prune),
+        earlier_is_selection=bool(retry and output and same_root(retry, output)),
+        citations=tuple(citations),
+        scratch_dir=scratch_dir_for(options),
+    )
 
 
 def write_manifest(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = (),
-        cited: beam.PCollection | None = None) -> WriteManifest:
+                   cited: beam.PCollection | None = None) -> WriteManifest:
     """``cited``: citations the source learns at run time (a PCollection: ReadDwcaMedia.citations)."""
     return WriteManifest(manifest_settings(options, citations), cited)
 
@@ -200,5 +206,5 @@ _SOURCE_SETTINGS = {"api": api_settings, "dwca": dwca_settings, "urls": url_list
 def check_options(options: PipelineOptions) -> None:
     """Every stage's own validation, without I/O: what a template's regexes must not let through (OptionError)."""
     _SOURCE_SETTINGS[source_kind(options.view_as(GbifMediaOptions))](options)
-    for settings in (filter_settings, sampling_settings, split_settings, download_settings, manifest_settings):
+    for settings in (filter_settings, sampling_settings, split_settings, download_settings):
         settings(options)

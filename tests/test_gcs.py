@@ -95,3 +95,19 @@ def test_beams_gcs_filesystem_uses_the_emulator_without_a_credential_search(gcs)
     assert [m.path for m in FileSystems.match([f"gs://{gcs.bucket}/beamio/*"])[0].metadata_list] == [f"gs://{gcs.bucket}/beamio/hello.txt"]
     assert store_for(f"gs://{gcs.bucket}/beamio").read("hello.txt") == b"hello", "same objects as google-cloud-storage sees"
     assert time.monotonic() - started < 10, "Beam would otherwise retry google.auth.default() for ~30-40 s"
+
+
+@pytest.mark.parametrize("metadata", [True, False], ids=["sha256-metadata", "no-metadata"])
+def test_create_only_write_onto_an_existing_object_records_that_objects_checksum(gcs, metadata):
+    # Another attempt (a retried bundle, a zombie worker) created the object between our lookup and our upload.
+    from beam_gbif.io.fetch import FetchEngine
+
+    root = f"gs://{gcs.bucket}/race-{metadata}"
+    store = store_for(root)
+    theirs, ours = image_bytes("theirs"), image_bytes("ours")
+    assert store.write_atomic("sp/x.jpg", theirs, "image/jpeg", {"sha256": hashlib.sha256(theirs).hexdigest()} if metadata else None)
+    assert store.write_atomic("sp/x.jpg", ours, "image/jpeg") is False, "create-only: the existing object is kept"
+    assert store.read("sp/x.jpg") == theirs
+    engine = FetchEngine(DownloadSettings(root), AllowOnly(["127.0.0.1"]), store, executor=None)
+    assert engine.write("sp/x.jpg", ours, "image/jpeg") == (len(theirs), hashlib.sha256(theirs).hexdigest())
+    assert engine.write("sp/new.jpg", ours, "image/jpeg") == (len(ours), hashlib.sha256(ours).hexdigest())

@@ -82,7 +82,7 @@ def graph_instances(tmp_path_factory: pytest.TempPathFactory, shared_data: Path)
     argvs = [
         [f"--input={listing}", "--label=label"],
         [f"--dwca={shared_data / 'dwca' / '0026367-210914110416597.zip'}", f"--dwca_root_path={folder / 'dwca'}", "--label=speciesKey"],
-        [f"--retry_failed_from={folder / 'earlier'}"],
+        [f"--retry_failed_from={folder / 'earlier'}", f"--output={folder / 'earlier'}"],  # into an output with a manifest: the carry-over
     ]
     _write_earlier_manifest(folder / "earlier")
     api = FakeGbifApi(SyntheticOccurrences([5352251], ["ds-a"], per_stream=5, media_base_url="http://127.0.0.1:9")).start()

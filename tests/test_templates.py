@@ -69,6 +69,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "timeout": (["60", "2.5", "0.5", ".5"], ["-1", "0", "0.0", ".0", "1m"]),
     "max_bytes": (["52428800"], ["0", "50MB"]),
     "allow_private_hosts": (["true", "false"], ["sometimes"]),
+    "prune": (["true", "false", "1"], ["delete", ""]),
     "gbif_api_concurrency": (["4"], ["0"]),
     "user_agent": (["beam-gbif/0.1.0 (+https://github.com/beam-gbif/beam-gbif; me@example.org)"], ["", " leading-space", "tab\there"]),
     "dry_run": (["true", "True", "1"], ["false", "0", "maybe"]),
@@ -151,9 +152,9 @@ SUBSETS = '{"test": {"datasetKey": ["50c9509d-22c7-4a22-a47d-8c48425ef4a7"]}, "t
 
 # (CLI argv as a user types it, the template's parameters as Dataflow passes them: all strings, --name=value).
 CLI_VS_TEMPLATE = [
-    (["--weighted_streams", "--all_media", "--allow_private_hosts"],
-     {"weighted_streams": "true", "all_media": "true", "allow_private_hosts": "true"}),
-    ([], {"weighted_streams": "false", "all_media": "false", "allow_private_hosts": "false"}),
+    (["--weighted_streams", "--all_media", "--allow_private_hosts", "--prune"],
+     {"weighted_streams": "true", "all_media": "true", "allow_private_hosts": "true", "prune": "true"}),
+    ([], {"weighted_streams": "false", "all_media": "false", "allow_private_hosts": "false", "prune": "false"}),
     (["--nb_samples", "-1", "--seed", "-7"], {"nb_samples": "-1", "seed": "-7"}),
     (["--nb_samples_per_stream", "5", "--max_concurrency", "64", "--timeout", "2.5", "--per_host_rate", ".5"],
      {"nb_samples_per_stream": "5", "max_concurrency": "64", "timeout": "2.5", "per_host_rate": ".5"}),
@@ -188,7 +189,7 @@ def test_every_documented_example_passes_the_pipelines_own_validation() -> None:
             argv = ["--output=gs://b/p", f"--{name}={value}", *EXAMPLE_CONTEXT.get((name, value), [])]
             values = _parsed(argv)
             stages.check_options(make_options(argv))
-            if name in ("weighted_streams", "all_media", "allow_private_hosts"):
+            if name in ("weighted_streams", "all_media", "allow_private_hosts", "prune"):
                 assert values[name] == parse_bool(value)
 
 

@@ -140,6 +140,8 @@ def _earlier_run(output: Path) -> list[MediaRecord]:
         else:
             record = record.replace(status=status, path=f"{record.split}/{record.label_dir}/{record.basename}.jpg", bytes=100 + i,
                                     sha256="ab" * 32, content_type="image/jpeg")
+            (output / record.path).parent.mkdir(parents=True, exist_ok=True)
+            (output / record.path).write_bytes(b"x" * record.bytes)  # the file its row describes
         records.append(record)
     with beam.Pipeline(options=PipelineOptions(RUNNER)) as pipeline:
         pipeline | beam.Create(records) | WriteManifest(ManifestSettings(output=str(output)))
@@ -158,9 +160,11 @@ def test_retry_failed_from_yields_the_failures_ready_to_download(tmp_path: Path)
                                                                                       original.occurrence_key)
 
 
-def test_retry_into_the_same_output_keeps_the_manifest_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prune", [False, True], ids=["keep", "prune"])
+def test_retry_into_the_same_output_keeps_the_manifest_whole(tmp_path: Path, prune: bool) -> None:
+    # The earlier rows are the retry's own selection: kept as they were, never pruned.
     earlier = _earlier_run(tmp_path)
-    options = options_for(f"--retry_failed_from={tmp_path}", f"--output={tmp_path}")
+    options = options_for(f"--retry_failed_from={tmp_path}", f"--output={tmp_path}", f"--prune={prune}")
     retried = [reset_for_retry(r) for r in earlier if Status.is_failure(r.status)]
     # This run: one failure now downloads, the other fails again.
     fixed = retried[0].replace(status=Status.DOWNLOADED, path=f"test/{retried[0].label_dir}/{retried[0].basename}.jpg", bytes=7)
@@ -169,6 +173,7 @@ def test_retry_into_the_same_output_keeps_the_manifest_whole(tmp_path: Path) -> 
         pipeline | beam.Create([fixed, again]) | stages.write_manifest(options)
     expected = [r for r in earlier if not Status.is_failure(r.status)] + [fixed, again]
     assert read_manifest(str(tmp_path)) == sorted(expected, key=lambda r: (r.url, r.occurrence_key))
+    assert all((tmp_path / r.path).is_file() for r in earlier if r.path)
 
 
 def test_retry_into_another_output_holds_only_the_retried_rows(tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ class Status:
 
     DOWNLOADED = "DOWNLOADED"
     SKIPPED_EXISTING = "SKIPPED_EXISTING"
+    # Not selected by this run, but its file from an earlier run is still in the output (see --prune).
+    KEPT_FROM_EARLIER_RUN = "KEPT_FROM_EARLIER_RUN"
     FAILED_HTTP = "FAILED_HTTP"  # a final non-2xx answer (404, 403, 5xx after retries, ...)
     FAILED_TIMEOUT = "FAILED_TIMEOUT"
     FAILED_CONNECTION = "FAILED_CONNECTION"  # refused, reset, DNS failure
@@ -34,6 +36,10 @@ class Status:
     @staticmethod
     def is_failure(status: str) -> bool:
         return status.startswith("FAILED")
+
+
+# Statuses of a record whose file is in the dataset (so it counts as a file and needs attribution).
+IN_DATASET = frozenset({Status.DOWNLOADED, Status.SKIPPED_EXISTING, Status.KEPT_FROM_EARLIER_RUN})
 
 
 def url_basename(url: str) -> str:

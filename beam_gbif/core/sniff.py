@@ -22,6 +22,14 @@ MIME_BY_EXT = {
     "ogv": "video/ogg", "mp3": "audio/mpeg", "webm": "video/webm", "pdf": "application/pdf", "bin": "application/octet-stream",
 }
 
+_SHA1_HEX = frozenset("0123456789abcdef")
+
+
+def is_media_file_name(name: str) -> bool:
+    """True for the names of the files this project downloads: the sha1 of the URL, a sniffed extension."""
+    stem, dot, ext = name.partition(".")
+    return bool(dot) and len(stem) == 40 and set(stem) <= _SHA1_HEX and ext in MIME_BY_EXT
+
 
 class NotMedia(Exception):
     """The body is not of the requested media type; the message says what it is instead."""

@@ -209,15 +209,18 @@ class FetchEngine:
                 return failed(record, Status.FAILED_TIMEOUT, f"record time budget of {self.settings.record_budget:.0f} s exceeded"), 0
         rel = f"{folder}/{record.basename}.{ext}"
         try:
-            sha = await self._run(self._write, rel, body, mime)
+            size, sha = await self._run(self.write, rel, body, mime)
         except Exception as exc:  # noqa: BLE001 - any store error is a write failure
             return failed(record, Status.FAILED_WRITE, f"cannot write {self.store.uri(rel)}: {exc}"), attempts
-        return record.replace(status=Status.DOWNLOADED, path=rel, bytes=len(body), sha256=sha, content_type=mime, error=""), attempts
+        return record.replace(status=Status.DOWNLOADED, path=rel, bytes=size, sha256=sha, content_type=mime, error=""), attempts
 
-    def _write(self, rel: str, body: bytes, mime: str) -> str:
+    def write(self, rel: str, body: bytes, mime: str) -> tuple[int, str]:
+        """Writes ``body`` at ``rel``; (size, sha256) of the file that is there afterwards."""
         sha = hashlib.sha256(body).hexdigest()
-        self.store.write_atomic(rel, body, mime, {"sha256": sha})
-        return sha
+        if self.store.write_atomic(rel, body, mime, {"sha256": sha}):
+            return len(body), sha
+        # A create-only write kept an object another attempt wrote first: describe what it holds, not what we sent.
+        return self.store.describe(rel)
 
     async def _fetch_with_retries(self, record: MediaRecord, gate: ShardGate, breaker: CircuitBreaker,
                                   deadline: float) -> tuple[bytes, str, str, int]:

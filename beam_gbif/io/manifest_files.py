@@ -29,6 +29,11 @@ def manifest_paths(output: str) -> list[str]:
     return sorted(m.path for result in matches for m in result.metadata_list)
 
 
+def has_manifest(output: str) -> bool:
+    """True when ``output`` already holds a manifest (a rerun into it carries the rows over)."""
+    return bool(manifest_paths(output))
+
+
 def read_manifest(output: str) -> list[MediaRecord]:
     """Every manifest row under ``output`` (local or gs://), sorted by URL."""
     rows = []

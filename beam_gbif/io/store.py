@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -112,7 +113,12 @@ class Store:
 
     root: str
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
+        """Writes ``data`` whole at ``rel``. False when the file was already there and was kept
+        instead (a GCS create-only write): ``describe`` then tells what the file really holds."""
+        raise NotImplementedError
+
+    def exists(self, rel: str) -> bool:
         raise NotImplementedError
 
     def describe(self, rel: str) -> tuple[int, str]:
@@ -132,6 +138,18 @@ class Store:
 
     def delete(self, rel: str) -> None:
         """Removes a file; no error if it is already gone."""
+        raise NotImplementedError
+
+    def list_folders(self, folder: str, startswith: str = "") -> list[str]:
+        """Names of the folders directly in ``folder`` starting with ``startswith``, sorted; [] if none."""
+        raise NotImplementedError
+
+    def delete_folder(self, rel: str) -> None:
+        """Removes a folder and everything under it; no error if it is already gone."""
+        raise NotImplementedError
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        """Relative paths of the hidden temp files that interrupted writes left under ``prefix``, sorted."""
         raise NotImplementedError
 
     def uri(self, rel: str = "") -> str:
@@ -158,7 +176,7 @@ class LocalStore(Store):
         clean = _clean_rel(rel)
         return os.path.join(self.root, *clean.split("/")) if clean else self.root
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
         final = self._path(rel)
         folder, name = os.path.split(final)
         try:
@@ -166,19 +184,17 @@ class LocalStore(Store):
         except FileExistsError:
             raise StoreError(f"{folder!r} exists and is not a folder") from None
         write_local(final, lambda handle: handle.write(data), fsync=self.fsync)
+        return True
+
+    def exists(self, rel: str) -> bool:
+        return os.path.isfile(self._path(rel))
 
     def read(self, rel: str) -> bytes:
         with open(self._path(rel), "rb") as handle:
             return handle.read()
 
     def list(self, prefix: str = "") -> list[str]:
-        base = self._path(prefix)
-        found = []
-        for folder, _dirs, files in os.walk(base):
-            for name in files:
-                if not is_temp_name(name):
-                    found.append(os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/"))
-        return sorted(found)
+        return sorted(rel for rel in self._walk(prefix) if not is_temp_name(posixpath.basename(rel)))
 
     def describe(self, rel: str) -> tuple[int, str]:
         digest = hashlib.sha256()
@@ -201,6 +217,25 @@ class LocalStore(Store):
             os.unlink(self._path(rel))
         except FileNotFoundError:
             pass
+
+    def list_folders(self, folder: str, startswith: str = "") -> list[str]:
+        try:
+            with os.scandir(self._path(folder)) as entries:
+                return sorted(e.name for e in entries if e.name.startswith(startswith) and e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete_folder(self, rel: str) -> None:
+        shutil.rmtree(self._path(rel), ignore_errors=True)
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        return sorted(rel for rel in self._walk(prefix) if is_temp_name(posixpath.basename(rel)))
+
+    def _walk(self, prefix: str) -> Iterator[str]:
+        """Relative paths of every file under ``prefix``, temp files included."""
+        for folder, _dirs, files in os.walk(self._path(prefix)):
+            for name in files:
+                yield os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/")
 
     def uri(self, rel: str = "") -> str:
         return self._path(rel)
@@ -253,7 +288,7 @@ class GcsStore(Store):
         clean = _clean_rel(rel)
         return "/".join(p for p in (self.prefix, clean) if p)
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> None:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
         from google.api_core.exceptions import PreconditionFailed
 
         blob = self.bucket().blob(self._key(rel))
@@ -263,7 +298,11 @@ class GcsStore(Store):
             # if_generation_match=0: create only; a retried bundle never rewrites a finished object.
             blob.upload_from_string(data, content_type=content_type or "application/octet-stream", if_generation_match=0)
         except PreconditionFailed:
-            pass
+            return False  # another attempt created it first; its bytes may differ from ``data``
+        return True
+
+    def exists(self, rel: str) -> bool:
+        return bool(self.bucket().blob(self._key(rel)).exists())
 
     def read(self, rel: str) -> bytes:
         return self.bucket().blob(self._key(rel)).download_as_bytes()
@@ -292,6 +331,21 @@ class GcsStore(Store):
 
     def list_dir(self, folder: str, startswith: str = "") -> list[str]:
         return [posixpath.basename(k) for k in self._list_keys(folder, "/", startswith)]
+
+    def list_folders(self, folder: str, startswith: str = "") -> list[str]:
+        key = self._key(folder)
+        key = (key + "/" if key else "") + startswith
+        pages = self.bucket().client.list_blobs(self.bucket_name, prefix=key, delimiter="/")
+        for _blob in pages:  # the folders ("prefixes") are known once the listing is read
+            pass
+        return sorted(posixpath.basename(p.rstrip("/")) for p in pages.prefixes)
+
+    def delete_folder(self, rel: str) -> None:
+        for key in self._list_keys(rel, None):
+            self.delete(key)
+
+    def temp_files(self, prefix: str = "") -> list[str]:
+        return []  # an upload is whole or absent: GCS writes leave no temp objects
 
     def delete(self, rel: str) -> None:
         from google.api_core.exceptions import NotFound

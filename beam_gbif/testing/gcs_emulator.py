@@ -7,6 +7,8 @@ While active it sets ``STORAGE_EMULATOR_HOST`` (google-cloud-storage then target
 ``beam_gbif.io.store.gcs_client`` uses anonymous credentials) and the variables that stop
 Google's auth libraries from probing the GCE metadata server, and makes Beam's own GCS filesystem
 connect anonymously at once in this process (``beam_gcs_anonymous``); everything is restored on exit.
+Like GCS, and unlike the bare emulator, it refuses a create-only upload (``ifGenerationMatch=0``)
+onto an existing object with 412 (``gcs_create_only.py``).
 Subprocesses get the same environment from ``env()``; a subprocess that uses Beam's gs:// IO should
 call ``beam_gcs_anonymous()`` itself.
 """
@@ -14,12 +16,12 @@ call ``beam_gcs_anonymous()`` itself.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 NO_METADATA_ENV = {
@@ -53,10 +55,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def emulator_command() -> list[str]:
-    exe = shutil.which("gcp-storage-emulator")
-    if exe:
-        return [exe]
-    return [sys.executable, "-c", "from gcp_storage_emulator.__main__ import main; main()"]
+    """The emulator, wrapped so it refuses a create-only upload onto an existing object (as GCS does)."""
+    return [sys.executable, "-m", "beam_gbif.testing.gcs_create_only"]
 
 
 class GcsEmulator:
@@ -89,7 +89,10 @@ class GcsEmulator:
         self.port = free_port()
         cmd = [*emulator_command(), "start", "--host=127.0.0.1", f"--port={self.port}", "--in-memory",
                f"--default-bucket={self.bucket}", "--quiet"]
-        child_env = {**os.environ, **NO_METADATA_ENV}
+        # The wrapper module comes from this very package, whatever else is installed.
+        package_root = str(Path(__file__).resolve().parents[2])
+        python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+        child_env = {**os.environ, **NO_METADATA_ENV, "PYTHONPATH": python_path}
         self._process = subprocess.Popen(cmd, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self.startup_timeout
         while True:

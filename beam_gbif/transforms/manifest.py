@@ -2,11 +2,12 @@
 
 Layout under the output root::
 
-    manifest/part-<run id>-00000-of-00003.avro   one row per record (downloaded, skipped or failed)
+    manifest/part-<run id>-00000-of-00003.avro   one row per record (downloaded, skipped, failed, kept from an earlier run)
     ATTRIBUTION.csv                              one row per file in the dataset
     stats.json                                   counts by status, split, label, licence; bytes
 
-A rerun replaces all three: the manifest describes the dataset as it now stands. Its shards
+A rerun replaces all three: the manifest describes the dataset as it now stands, earlier runs'
+files that this run did not select included (transforms/carry_over.py). Its shards
 carry the run id, and once this run's shards are final, every other ``*.avro`` in
 ``manifest/`` (an older run's) is deleted — so a retried finalisation, which renames only
 what is still missing, never deletes a shard of its own run.
@@ -25,16 +26,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import apache_beam as beam
-from apache_beam import coders
 from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif.core.errors import OptionError
-from beam_gbif.core.records import FIELD_NAMES, MediaRecord, Status
+from beam_gbif.core.records import FIELD_NAMES, IN_DATASET, MediaRecord
 from beam_gbif.io.manifest_files import ATTRIBUTION_FILE, MANIFEST_DIR, manifest_pattern, read_attribution, read_manifest
 from beam_gbif.io.store import join_uri
-from beam_gbif.transforms.coders import MediaRecordCoder
-from beam_gbif.transforms.spill import GroupByKeyOnDisk
-from beam_gbif.transforms.stats import IN_DATASET, ComputeStats, finalize_stats, format_summary, metric_counters
+from beam_gbif.transforms.carry_over import CarryOverManifest, CarryOverSettings
+from beam_gbif.transforms.stats import ComputeStats, finalize_stats, format_summary, metric_counters
 
 __all__ = ["WriteManifest", "ManifestSettings", "read_manifest", "finalize_stats", "format_summary", "metric_counters", "manifest_schema",
            "read_attribution", "MANIFEST_DIR", "ATTRIBUTION_FILE", "manifest_pattern"]
@@ -150,58 +149,22 @@ class WriteAttribution(beam.PTransform):
         )
 
 
-def _tag_result(record: MediaRecord) -> tuple[str, tuple[int, MediaRecord]]:
-    return record.url, (0, record)
-
-
-def _tag_carried(row: dict) -> tuple[str, tuple[int, MediaRecord]]:
-    return row["url"], (1, MediaRecord.from_dict(row))
-
-
-def _prefer_this_run(keyed: tuple[str, Iterable[tuple[int, MediaRecord]]]) -> MediaRecord:
-    # Rank 0 = a result of this run, 1 = an earlier row carried over; the record breaks ties.
-    return min(keyed[1], key=lambda ranked: (ranked[0], repr(ranked[1])))[1]
-
-
-def _not_failed(row: dict) -> bool:
-    return not Status.is_failure(row.get("status") or "")
-
-
-class CarryOverManifest(beam.PTransform):
-    """Results + the earlier manifest's non-failed rows (``--retry_failed_from`` into the same output).
-
-    A retry downloads only the failures, yet the new manifest must still describe the whole
-    dataset: the rows that were fine are kept, and a URL in both keeps this run's result.
-    """
-
-    def __init__(self, earlier_output: str, scratch_dir: str | None = None):
-        super().__init__()
-        self._pattern = manifest_pattern(earlier_output)
-        ranked_record = coders.TupleCoder([coders.VarIntCoder(), MediaRecordCoder()])
-        self._group_by_url = GroupByKeyOnDisk(scratch_dir, value_coder=ranked_record)
-
-    def expand(self, results: beam.PCollection) -> beam.PCollection:
-        carried = (
-            results.pipeline
-            | "ReadEarlierManifest" >> beam.io.ReadFromAvro(self._pattern)
-            | "KeepNotFailed" >> beam.Filter(_not_failed)
-            | "TagCarried" >> beam.Map(_tag_carried)
-        )
-        current = results | "TagResults" >> beam.Map(_tag_result)
-        return (current, carried) | "ByUrl" >> self._group_by_url | "PreferThisRun" >> beam.Map(_prefer_this_run)
-
-
 @dataclasses.dataclass(frozen=True)
 class ManifestSettings:
     """``output``: the dataset root. ``run_id``: names this run's manifest shards (default: a new
-    sortable id). ``carry_over_from``: an earlier output whose non-failed manifest rows join this
-    run's (``--retry_failed_from`` into the output itself). ``citations``: how to cite the sources
-    read (the DwC-A download's DOI), for stats.json. ``scratch_dir``: the local runners' spill folder.
+    sortable id). ``carry_over``: the output already has a manifest; its rows of files this run did
+    not select are kept (KEPT_FROM_EARLIER_RUN) or, with ``prune``, their files deleted, as are
+    media files in no row (transforms/carry_over.py). ``earlier_is_selection``: those rows are this run's selection
+    (``--retry_failed_from`` into the output itself): kept as they are. ``citations``: how to cite
+    the sources read (the DwC-A download's DOI), for stats.json. ``scratch_dir``: the local
+    runners' spill folder.
     """
 
     output: str = ""
     run_id: str = ""
-    carry_over_from: str | None = None
+    carry_over: bool = False
+    prune: bool = False
+    earlier_is_selection: bool = False
     citations: tuple[Mapping[str, Any], ...] = ()
     scratch_dir: str | None = None
 
@@ -223,11 +186,14 @@ class WriteManifest(beam.PTransform):
         super().__init__()
         self.settings = settings
         self._cited = cited
+        self._carry_over = CarryOverSettings(
+            settings.output, earlier_manifest=settings.carry_over, prune=settings.prune, earlier_is_selection=settings.earlier_is_selection,
+            scratch_dir=settings.scratch_dir) if settings.carry_over or settings.prune else None
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         settings = self.settings
-        if settings.carry_over_from:
-            results = results | "CarryOver" >> CarryOverManifest(settings.carry_over_from, settings.scratch_dir)
+        if self._carry_over:
+            results = results | "CarryOver" >> CarryOverManifest(self._carry_over)
         results | "Manifest" >> WriteManifestShards(settings.output, settings.run_id)
         results | "Attribution" >> WriteAttribution(settings.output)
         return results | "Stats" >> ComputeStats(settings.output, settings.run_id, settings.citations, self._cited)

@@ -16,12 +16,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif import METRICS_NAMESPACE
-from beam_gbif.core.records import MediaRecord, Status
+from beam_gbif.core.records import IN_DATASET, MediaRecord, Status
 from beam_gbif.io.store import join_uri, write_whole
 
 STATS_FILE = "stats.json"
-# Files that are in the dataset (and so count as files and need attribution): fetched now, or already there.
-IN_DATASET = frozenset({Status.DOWNLOADED, Status.SKIPPED_EXISTING})
+# records: manifest rows, kept_from_earlier_run included (files not selected by this run, still in the dataset).
+_TOTALS = ("records", "files", "failed", "kept_from_earlier_run", "bytes", "bytes_downloaded")
 _BREAKDOWNS = ("by_status", "by_split", "by_label", "by_license", "by_source")
 
 
@@ -48,6 +48,8 @@ class StatsCombineFn(beam.CombineFn):
             accumulator[("files_by_split_label", record.split, record.label)] += 1
         if record.status == Status.DOWNLOADED:
             accumulator["bytes_downloaded"] += record.bytes
+        if record.status == Status.KEPT_FROM_EARLIER_RUN:
+            accumulator["kept_from_earlier_run"] += 1
         if Status.is_failure(record.status):
             accumulator["failed"] += 1
         return accumulator
@@ -59,7 +61,7 @@ class StatsCombineFn(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator: Counter) -> dict[str, Any]:
-        stats: dict[str, Any] = {name: accumulator.get(name, 0) for name in ("records", "files", "failed", "bytes", "bytes_downloaded")}
+        stats: dict[str, Any] = {name: accumulator.get(name, 0) for name in _TOTALS}
         for breakdown in _BREAKDOWNS:
             stats[breakdown] = {}
         stats["files_by_split_label"] = {}
@@ -195,9 +197,11 @@ def format_summary(stats: Mapping[str, Any]) -> str:
     seconds = stats.get("seconds")
     timing = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     records, files, failed = stats.get("records", 0), stats.get("files", 0), stats.get("failed", 0)
+    kept = stats.get("kept_from_earlier_run", 0)
     bytes_now, bytes_total = _human_bytes(stats.get("bytes_downloaded", 0)), _human_bytes(stats.get("bytes", 0))
+    also_kept = f" + {kept} kept from earlier runs" if kept else ""
     lines = [
-        f"beam-gbif: {records} records{timing}: {files} files in the dataset, {failed} failed",
+        f"beam-gbif: {records - kept} records{also_kept}{timing}: {files} files in the dataset, {failed} failed",
         f"  status:   {_counts_line(stats.get('by_status', {}))}",
         f"  split:    {_counts_line(stats.get('by_split', {}))}",
         f"  label:    {_counts_line(stats.get('by_label', {}))}",

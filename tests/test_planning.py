@@ -11,7 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.core.query import validate_query
 from beam_gbif.io.gbif.client import GbifClient
-from beam_gbif.io.gbif.planning import OFFSET_CAP, PAGE_SIZE, PageStat, plan_reads
+from beam_gbif.io.gbif.planner import group_values, plan_reads
+from beam_gbif.io.gbif.planning import OFFSET_CAP, PAGE_SIZE, PageStat
 from beam_gbif.testing.fake_gbif import FakeGbifApi
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 from beam_gbif.transforms.filtering import FilterMedia
@@ -188,11 +189,10 @@ def test_streams_that_cannot_be_counted_fall_back_to_reading_everything(large_st
 
 
 def test_partition_groups_stay_under_the_offset_cap():
-    from beam_gbif.io.gbif.planning import _group_values
 
     years = {"1999": 60_000, "2000": 30_000, "2001": 150_000, "2002": 5_000}
-    assert _group_values("year", years, constrained=False) == [(["1999,2000"], 90_000), (["2001"], 150_000), (["2002"], 5_000)]
+    assert group_values("year", years, constrained=False) == [(["1999,2000"], 90_000), (["2001"], 150_000), (["2002"], 5_000)]
     # A query that already restricts the field keeps explicit values (a range could widen it).
-    assert _group_values("year", {"1999": 1, "2003": 2}, constrained=True) == [(["1999", "2003"], 3)]
+    assert group_values("year", {"1999": 1, "2003": 2}, constrained=True) == [(["1999", "2003"], 3)]
     datasets = {"a": 70_000, "b": 40_000, "c": 20_000}
-    assert _group_values("datasetKey", datasets, constrained=False) == [(["a"], 70_000), (["b", "c"], 60_000)]
+    assert group_values("datasetKey", datasets, constrained=False) == [(["a"], 70_000), (["b", "c"], 60_000)]

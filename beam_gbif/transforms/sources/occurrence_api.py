@@ -30,7 +30,8 @@ from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE
 from beam_gbif.core.query import validate_query
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifClient
-from beam_gbif.io.gbif.planning import DEFAULT_MARGIN, PageRequest, PageStat, ReadPlan, plan_reads, stream_label
+from beam_gbif.io.gbif.planner import plan_reads
+from beam_gbif.io.gbif.planning import DEFAULT_MARGIN, PageRequest, PageStat, ReadPlan, stream_label
 from beam_gbif.transforms.sources.media_items import media_records
 
 _log = logging.getLogger(__name__)

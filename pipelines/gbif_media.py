@@ -43,6 +43,9 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
     results = assigned | "DownloadMedia" >> stages.download_media(opts)
+    rejected = getattr(source, "rejected", None)
+    if rejected is not None:  # rows a source could not read: already failed, straight to the manifest
+        results = (results, rejected) | "WithUnreadableRows" >> beam.Flatten()
     citations = [source.citation()] if hasattr(source, "citation") else []
     manifest = results | "WriteManifest" >> stages.write_manifest(opts, citations)
     return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest,

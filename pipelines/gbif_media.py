@@ -47,6 +47,9 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
     results = assigned | "DownloadMedia" >> stages.download_media(opts)
+    rejected = getattr(source, "rejected", None)
+    if rejected is not None:  # rows a source could not read: already failed, straight to the manifest
+        results = (results, rejected) | "WithUnreadableRows" >> beam.Flatten()
     manifest = results | "WriteManifest" >> stages.write_manifest(opts, cited=getattr(source, "citations", None))
     return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest,
             "stream_stats": sampler.stream_stats}

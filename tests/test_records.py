@@ -37,6 +37,30 @@ def test_distinct_labels_never_share_a_folder():
     assert len({safe_label_dir(label) for label in labels}) == len(labels)
 
 
+WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{digit}" for port in ("COM", "LPT") for digit in "0123456789")}
+CONTROL_AND_DEVICE_LABELS = ["abc\n", "abc\r\n", "ab\tc", "abc\x7f", "abc\x85", "CON", "con", "nul.txt", "NUL.tar.gz", "Aux",
+                             "COM0", "com9", "LPT1", "lpt9.jpg", "CON .txt", "COM\u00b9"]
+
+
+@pytest.mark.parametrize("label", CONTROL_AND_DEVICE_LABELS)
+def test_control_characters_and_windows_device_names_become_safe_folders(label):
+    folder = safe_label_dir(label)
+    assert folder != label
+    assert all(0x20 <= ord(char) < 0x7F for char in folder)  # no control character survives, not even a trailing newline
+    assert folder.split(".", 1)[0].rstrip(" ").upper() not in WINDOWS_DEVICES
+    assert safe_label_dir(folder) == folder  # the fetch engine applies it again: a safe folder stays as it is
+
+
+def test_labels_differing_only_by_control_characters_or_device_names_keep_their_own_folders():
+    labels = ["abc", "abc\n", "abc\r\n", "abc\t", "CON", "CON\n", "con", "nul.txt", "nul_txt", "NUL.txt"]
+    assert len({safe_label_dir(label) for label in labels}) == len(labels)
+
+
+@pytest.mark.parametrize("label", ["CONSOLE", "nullable", "COM10", "LPT", "a.CON", "icon", "prn-2"])
+def test_names_that_only_look_like_devices_are_kept(label):
+    assert safe_label_dir(label) == label
+
+
 def test_basename_is_sha1_of_url_like_gbif_dl():
     url = "https://example.org/a.jpg"
     assert MediaRecord(url=url, label="1", occurrence_key=1).basename == hashlib.sha1(url.encode()).hexdigest()

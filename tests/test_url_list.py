@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.records import MediaRecord, Status
-from beam_gbif.transforms.manifest import ManifestSettings, WriteManifest, read_manifest
-from beam_gbif.transforms.sources.url_list import DEFAULT_LABEL, ReadUrlList, UrlListSettings, reset_for_retry, synthetic_occurrence_key
+from beam_gbif.transforms.manifest import ManifestSettings, WriteManifest, read_attribution, read_manifest
+from beam_gbif.transforms.sources.list_rows import MAX_CELL_CHARS, MAX_LINE_CHARS
+from beam_gbif.transforms.sources.url_list import (
+    DEFAULT_LABEL,
+    MAX_URL_CHARS,
+    ReadUrlList,
+    UrlListSettings,
+    reset_for_retry,
+    synthetic_occurrence_key,
+)
 from pipelines import stages
 from pipelines.options import GbifMediaOptions
 
@@ -115,6 +125,13 @@ def test_bad_files_are_clear_errors(tmp_path: Path, content: str, message: str) 
     listing = tmp_path / "bad.csv"
     listing.write_text(content, encoding="utf-8")
     with pytest.raises(OptionError, match=message):
+        ReadUrlList(UrlListSettings(input=str(listing)))
+
+
+def test_an_over_long_first_line_is_a_clear_error_naming_the_line(tmp_path: Path) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("# exported\n" + "u" * (MAX_LINE_CHARS + 1) + "\nhttp://127.0.0.1:1/a.jpg\n", encoding="utf-8")
+    with pytest.raises(OptionError, match=f"--input {listing} line 2: longer than {MAX_LINE_CHARS} characters"):
         ReadUrlList(UrlListSettings(input=str(listing)))
 
 
@@ -239,3 +256,73 @@ def test_dataflow_workers_need_gcs_paths(tmp_path: Path) -> None:
         stages.read_url_list(options_for("--runner=dataflow", f"--input={listing}"))  # Beam's short name of the same runner
     for local in ("--runner=FnApiRunner", "--runner=direct", "--runner=apache_beam.runners.direct.direct_runner.SwitchingDirectRunner"):
         assert stages.read_url_list(options_for(local, f"--input={listing}"))  # local runners read local files
+
+
+# ----------------------------------------------------------------------------- rows that cannot be read
+
+
+def _run_list(listing: Path, output: Path) -> int:
+    from pipelines.gbif_media import run
+
+    return run(["--source=urls", f"--input={listing}", f"--output={output}", "--allow_private_hosts", "--runner=FnApiRunner"])
+
+
+def _check_unreadable_rows(output: Path, listing: Path, expected: dict[int, str]) -> list[MediaRecord]:
+    """Every line in ``expected`` is one FAILED_INVALID_URL manifest row whose error matches; returns the other rows."""
+    manifest = read_manifest(str(output))
+    failed = {r.url: r for r in manifest if r.status == Status.FAILED_INVALID_URL}
+    assert sorted(failed) == sorted(f"line {line} of {listing}" for line in expected)
+    for line, reason in expected.items():
+        record = failed[f"line {line} of {listing}"]
+        assert re.search(reason, record.error), (line, record.error)
+        assert (record.source, record.path, record.bytes) == (f"urls:{listing}", "", 0)
+    stats = json.loads((output / "stats.json").read_text(encoding="utf-8"))
+    assert stats["by_status"][Status.FAILED_INVALID_URL] == len(expected)
+    assert stats["counters"]["url_list_bad_rows"] == len(expected)
+    return [r for r in manifest if r.status != Status.FAILED_INVALID_URL]
+
+
+def test_undecodable_and_oversized_csv_rows_become_failed_manifest_rows(tmp_path: Path) -> None:
+    from beam_gbif.testing.media_server import MediaServer
+
+    listing = tmp_path / "list.csv"
+    with MediaServer() as media:
+        base = media.base_url.encode()
+        # The first undecodable byte comes after the first read chunk: the job itself must cope, not only the sniffing.
+        listing.write_bytes(b"url,label,creator\n"
+                            + b"%s/media/good1.jpg,a,Ann\n" % base
+                            + b"%s/media/long.jpg,d,\"%s\"\n" % (base, b"x" * (MAX_CELL_CHARS + 1))  # line 3
+                            + b"%s/media/huge.jpg,e,\"%s\"\n" % (base, b"y" * 200_000)  # line 4: over csv's own field limit
+                            + b"%s/media/%s.jpg,f,Zed\n" % (base, b"z" * MAX_URL_CHARS)  # line 5
+                            + b"%s/media/%s.jpg,g,Wim\n" % (base, b"w" * 2 * MAX_LINE_CHARS)  # line 6
+                            + b"%s/media/caf\xe9.jpg,b,Bob\n" % base  # line 7: a Latin-1 byte in the URL
+                            + b"%s/media/good2.jpg,c,Jos\xe9\n" % base  # line 8: ... in the creator
+                            + b"%s/media/good3.jpg,h,Gil\n" % base)
+        assert _run_list(listing, tmp_path / "out") == 0
+        hits = set(media.hits)
+    expected = {3: f"column 'creator' has more than {MAX_CELL_CHARS} characters: 'xxx.* \\(65537 characters\\)",
+                4: "unreadable CSV \\(field larger than field limit",
+                5: f"the URL has more than {MAX_URL_CHARS} characters",
+                6: f"the line is longer than {MAX_LINE_CHARS} characters",
+                7: r"column 'url' is not UTF-8: 'http://127\.0\.0\.1:\d+/media/caf\\\\xe9\.jpg'",
+                8: r"column 'creator' is not UTF-8: 'Jos\\\\xe9'"}
+    good = _check_unreadable_rows(tmp_path / "out", listing, expected)
+    assert [(r.label, r.creator, r.status) for r in good] == [("a", "Ann", Status.DOWNLOADED), ("h", "Gil", Status.DOWNLOADED)]
+    assert hits == {"/media/good1.jpg", "/media/good3.jpg"}  # nothing fetched for an unreadable row
+    assert [row["creator"] for row in read_attribution(str(tmp_path / "out"))] == ["Ann", "Gil"]
+
+
+def test_undecodable_and_oversized_lines_of_a_plain_list_become_failed_manifest_rows(tmp_path: Path) -> None:
+    from beam_gbif.testing.media_server import MediaServer
+
+    listing = tmp_path / "urls.txt"
+    with MediaServer() as media:
+        base = media.base_url.encode()
+        listing.write_bytes(b"%s/media/ok.jpg\n\xff\xfe%s/media/bom.jpg\n%s/media/%s.jpg\r\n%s/media/%s.jpg\n%s/media/ok2.jpg"
+                            % (base, base, base, b"q" * MAX_URL_CHARS, base, b"r" * (MAX_LINE_CHARS + 10), base))
+        assert _run_list(listing, tmp_path / "out") == 0
+        hits = set(media.hits)
+    expected = {2: r"column 'url' is not UTF-8: '\\\\xff\\\\xfe", 3: "the URL has more than", 4: "the line is longer than"}
+    good = _check_unreadable_rows(tmp_path / "out", listing, expected)
+    assert [(r.url.rsplit("/", 1)[-1], r.status) for r in good] == [("ok.jpg", Status.DOWNLOADED), ("ok2.jpg", Status.DOWNLOADED)]
+    assert hits == {"/media/ok.jpg", "/media/ok2.jpg"}

@@ -47,20 +47,40 @@ def url_basename(url: str) -> str:
     return hashlib.sha1(url.encode("utf-8")).hexdigest()
 
 
-_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Matched with fullmatch: ``$`` would also match before a trailing newline ("abc\n" kept as is).
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
+# Windows opens a device, not a file, for these names, with any extension ("nul.txt") and in any
+# case; the superscript digits are reserved too.
+_RESERVED_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{port}{digit}" for port in ("COM", "LPT") for digit in "0123456789\u00b9\u00b2\u00b3"]
+)
+
+
+def is_reserved_name(name: str) -> bool:
+    """True for a Windows device name: the part before the first dot, trailing spaces removed, is CON, NUL, COM1, ..."""
+    return name.split(".", 1)[0].rstrip(" ").upper() in _RESERVED_NAMES
+
+
+def has_control_character(text: str) -> bool:
+    """True if ``text`` holds a C0 or C1 control character (a newline, a tab, DEL, ...)."""
+    return any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in text)
 
 
 def safe_label_dir(label: str) -> str:
     """A path segment for ``label`` that can never leave its parent folder.
 
     A label that already is a safe segment (a speciesKey, ``Amanita_muscaria``) is kept as it
-    is. Anything else is slugged and suffixed with a short hash of the raw label, so distinct
-    labels never share a folder (``a/b`` and ``a_b`` stay apart).
+    is. Anything else (control characters, a Windows device name such as ``CON`` or ``nul.txt``,
+    ...) is slugged and suffixed with a short hash of the raw label, so distinct labels never
+    share a folder (``a/b`` and ``a_b`` stay apart). A result is itself safe, so applying this
+    twice changes nothing (the fetch engine re-applies it to records built by hand).
     """
-    if _SAFE_SEGMENT.match(label) and not label.endswith("."):
+    if _SAFE_SEGMENT.fullmatch(label) and not label.endswith(".") and not is_reserved_name(label):
         return label
     slug = _UNSAFE_RUN.sub("_", label).strip("._-")[:80] or "label"
+    if is_reserved_name(slug):  # "nul.txt" → "nul_txt": the slug's own stem must not be a device name
+        slug = slug.replace(".", "_")
     digest = hashlib.sha1(label.encode("utf-8")).hexdigest()[:8]
     return f"{slug}-{digest}"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.hashing import seeded_unit
-from beam_gbif.core.records import FIELD_NAMES, MediaRecord
+from beam_gbif.core.records import FIELD_NAMES, MediaRecord, has_control_character, is_reserved_name
 
 SPLIT_PURPOSE = "random-subsets"
 CATCH_ALL = "*"
@@ -92,9 +92,18 @@ def random_split(occurrence_key: int, boundaries: Sequence[tuple[float, str]], s
 
 
 def check_split_name(name: Any, option: str) -> None:
-    """A split name becomes a folder: one non-empty path segment."""
+    """A split name becomes a folder: one non-empty path segment, creatable on every OS.
+
+    Refused rather than slugged: the user typed it, and a folder that silently differs from the
+    name asked for would surprise more than a clear error.
+    """
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
         raise OptionError(f"{option}: {name!r} is not a valid split name (it becomes a folder name)")
+    if has_control_character(name):
+        raise OptionError(f"{option}: split name {name!r} holds a control character (a newline, a tab, ...); it becomes a folder name")
+    if is_reserved_name(name):
+        raise OptionError(f"{option}: split name {name!r} is a reserved device name on Windows (CON, PRN, AUX, NUL, COM0-9, LPT0-9); "
+                          "it becomes a folder name")
 
 
 def check_ratios_sum(ratios: dict[str, float]) -> None:

@@ -3,7 +3,7 @@
 Layout under the output root::
 
     manifest/part-<run id>-00000-of-00003.avro   one row per record (downloaded, skipped, failed, kept from an earlier run)
-    ATTRIBUTION.csv                              one row per file in the dataset
+    ATTRIBUTION.csv                              one row per file in the dataset, sorted by path, formulas made inert
     stats.json                                   counts by status, split, label, licence; bytes
 
 A rerun replaces all three: the manifest describes the dataset as it now stands, earlier runs'
@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -69,19 +69,45 @@ def occurrence_url(occurrence_key: int) -> str:
     return OCCURRENCE_URL.format(key=occurrence_key) if occurrence_key > 0 else ""
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP's CSV injection list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(value: str) -> str:
+    """``value`` as spreadsheet text: a leading ``'`` when it would start a formula, otherwise unchanged.
+
+    Creators, rights holders and licences come from GBIF publishers and URL lists, i.e. from
+    anyone: ``=HYPERLINK(...)`` must not become a live link or command when the file is opened.
+    """
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def attribution_row(record: MediaRecord) -> list[str]:
-    return [
+    """The record's ATTRIBUTION.csv cells, in ATTRIBUTION_COLUMNS order, each made inert."""
+    values = [
         record.path, record.url, record.license, record.license_code, record.rights_holder, record.creator,
         record.publisher, occurrence_url(record.occurrence_key), record.dataset_key,
     ]
+    return [inert_cell(value) for value in values]
 
 
 def in_dataset(record: MediaRecord) -> bool:
     return record.status in IN_DATASET
 
 
-def attribution_line(record: MediaRecord) -> str:
-    return _csv_line(attribution_row(record))
+def attribution_line(record: MediaRecord) -> tuple[str, str]:
+    """(the path cell, the CSV line): the path cell is what the file is sorted by."""
+    row = attribution_row(record)
+    return row[0], _csv_line(row)
+
+
+def sorted_lines(keyed_lines: list[tuple[str, str]]) -> Iterator[str]:
+    """All lines as one text, sorted by path (nothing for no lines, so an empty dataset gets just the header).
+
+    One element, not one per line: the text sink groups its input, which would lose any order.
+    """
+    if keyed_lines:
+        yield "\n".join(line for _, line in sorted(keyed_lines))
 
 
 def _csv_line(values: list[str]) -> str:
@@ -133,7 +159,11 @@ class WriteManifestShards(beam.PTransform):
 
 
 class WriteAttribution(beam.PTransform):
-    """Files in the dataset → ``ATTRIBUTION.csv`` (one file, with a header)."""
+    """Files in the dataset → ``ATTRIBUTION.csv`` (one file, with a header, rows sorted by path).
+
+    The rows are gathered in one place to be sorted: the file has one short row per dataset file,
+    so even millions of files fit in one worker's memory, and a rerun writes the same bytes.
+    """
 
     def __init__(self, output: str):
         super().__init__()
@@ -144,6 +174,8 @@ class WriteAttribution(beam.PTransform):
             records
             | "InDataset" >> beam.Filter(in_dataset)
             | "ToCsvLine" >> beam.Map(attribution_line)
+            | "AllLines" >> beam.combiners.ToList()
+            | "SortByPath" >> beam.FlatMap(sorted_lines)
             | "WriteCsv" >> beam.io.WriteToText(self._path, num_shards=1, shard_name_template="",
                                                 header=_csv_line(list(ATTRIBUTION_COLUMNS)))
         )

@@ -5,7 +5,9 @@ from ``{api}/occurrence/download/request/{key}.zip`` into ``--dwca_root_path`` (
 gs://). The cached zip is reused only when its size matches GBIF's metadata and its central
 directory reads; otherwise it is fetched again. Zip members are not splittable, so the core and
 multimedia files are extracted once into ``{root}/{archive_id}/`` and then read in parallel.
-Nothing is ever written outside the cache folder: member names that could leave it are refused.
+Nothing is ever written outside the cache folder: member names that could leave it are refused,
+and so are archives with a symlink, too many members, a bomb-like compression ratio, or more to
+extract than the cache folder's disk has free (zip_checks.py), all before anything is extracted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_gbif import DEFAULT_USER_AGENT, cache_home
 from beam_gbif.io.dwca.meta import ArchiveMeta, DwcaError, DwcaFile, parse_meta, safe_member_name
+from beam_gbif.io.dwca.zip_checks import check_free_space, check_members
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifApiError, GbifClient
 from beam_gbif.io.store import join_uri, write_whole
 
@@ -284,14 +287,6 @@ def _open_zip(uri: str) -> tuple[BinaryIO, zipfile.ZipFile]:
         raise DwcaError(f"{uri} is not a zip file (a Darwin Core Archive is a zip with meta.xml)") from None
 
 
-def _check_member_names(archive: zipfile.ZipFile, name: str) -> None:
-    for member in archive.namelist():
-        try:
-            safe_member_name(member.rstrip("/"))  # a folder entry is checked as the folder
-        except DwcaError as exc:
-            raise DwcaError(f"{name}: refusing the archive, {exc}") from None
-
-
 def _member_fingerprint(info: zipfile.ZipInfo) -> list[int]:
     return [info.file_size, info.CRC]
 
@@ -318,7 +313,7 @@ def _extract(zip_uri: str, folder: str) -> tuple[ArchiveMeta, dict[str, str], di
     """Extracts the core, multimedia and attribution files unless the marker says they are current."""
     handle, archive = _open_zip(zip_uri)
     with handle, archive:
-        _check_member_names(archive, zip_uri)
+        check_members(archive, zip_uri)
         members = {info.filename: info for info in archive.infolist()}
         if "meta.xml" not in members:
             raise DwcaError(f"{zip_uri} has no meta.xml: it is a zip, but not a Darwin Core Archive")
@@ -336,6 +331,7 @@ def _extract(zip_uri: str, folder: str) -> tuple[ArchiveMeta, dict[str, str], di
         if current and all(_size(uri) == fingerprint[m][0] for m, uri in targets.items()):
             log.info("reusing extracted files of %s in %s", zip_uri, folder)
         else:
+            check_free_space(folder, sum(members[m].file_size for m in targets), zip_uri)
             _delete(marker_uri)
             for member, target in targets.items():
                 log.info("extracting %s from %s to %s (%.1f MB)", member, zip_uri, target, members[member].file_size / 1e6)

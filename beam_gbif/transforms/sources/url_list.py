@@ -7,7 +7,10 @@ also works) and optional columns ``label`` (or the ``--label`` field), ``split``
 ``publisher``, ``references``, ``format``, ``type`` and the ``--split_streams_by`` fields; or
 one URL per line (``#`` comments and blank lines ignored). Bad rows (no URL, a URL that is not
 ``scheme://host...``, a wrong number of cells) are skipped, counted (``beam_gbif/url_list_bad_rows``)
-and logged with their line number.
+and logged with their line number. Rows that cannot be read faithfully (bytes that are not UTF-8,
+a URL over MAX_URL_CHARS, a cell or line over list_rows.py's limits) are counted too and become
+FAILED_INVALID_URL manifest rows (``ReadUrlList.rejected``, joined to the results by ``build()``):
+a list file can never crash the job.
 
 A ``split`` cell presets the record's split: a record that arrives at AssignSplits with a
 non-empty ``split`` keeps it. Without an occurrence key column, each URL gets a stable
@@ -23,7 +26,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
@@ -38,12 +40,16 @@ from beam_gbif.core.errors import OptionError
 from beam_gbif.core.licenses import normalize_license
 from beam_gbif.core.records import DEFAULT_MEDIA_TYPE, MediaRecord, Status
 from beam_gbif.io.manifest_files import manifest_pattern
+from beam_gbif.transforms.sources.list_rows import MAX_LINE_CHARS, Lines, Row, open_text, printable, read_rows
 from beam_gbif.transforms.sources.media_items import field_value
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BAD_ROWS = "url_list_bad_rows"
+REJECTED = "rejected"  # the tag of the rows that cannot be read
+# A real image URL is well under 2 KiB; browsers and servers commonly stop at 8 KiB.
+MAX_URL_CHARS = 8 * 1024
 RETRIED_FAILURES = "retried_failures"
 DEFAULT_LABEL = "unlabelled"
 _URL_COLUMNS = ("url", "identifier")
@@ -93,7 +99,10 @@ class ListFormat:
 
 def _first_line(path: str) -> str:
     with FileSystems.open(path) as handle:
-        for raw in io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""):
+        lines = Lines(open_text(handle))
+        for raw in lines:
+            if lines.too_long:
+                raise OptionError(f"--input {path} line {lines.line_number}: longer than {MAX_LINE_CHARS} characters")
             if raw.strip() and not raw.lstrip().startswith("#"):
                 return raw
     raise OptionError(f"--input {path}: the file has no URLs")
@@ -123,8 +132,25 @@ def _column(row: dict[str, str], names: Sequence[str]) -> str:
     return ""
 
 
+def url_too_long(values: dict[str, str]) -> str:
+    """Why a row's URL is refused ("" if it is not): longer than MAX_URL_CHARS (its cells are checked by read_rows)."""
+    url = _column(values, _URL_COLUMNS)
+    return f"the URL has more than {MAX_URL_CHARS} characters: {printable(url)}" if len(url) > MAX_URL_CHARS else ""
+
+
+def rejected_record(path: str, line_number: int, reason: str) -> MediaRecord:
+    """A row that cannot be read, as a FAILED_INVALID_URL manifest row.
+
+    It has no trustworthy URL, so its ``url`` says where it is: ``line 7 of list.csv`` is no
+    absolute URL, so it can never be fetched (not even by --retry_failed_from), and no two rows share it.
+    """
+    where = f"line {line_number} of {path}"
+    return MediaRecord(url=where, label=DEFAULT_LABEL, occurrence_key=synthetic_occurrence_key(where), source=f"urls:{path}",
+                       status=Status.FAILED_INVALID_URL, error=f"{where}: {reason}")
+
+
 class _ReadListFile(beam.DoFn):
-    """One list file → (line number, record) pairs; bad rows counted and logged here."""
+    """One list file → records; unreadable rows → REJECTED records; bad rows counted and logged here."""
 
     def __init__(self, list_format: ListFormat, label_field: str, stream_fields: Sequence[str], media_type: str):
         self._format = list_format
@@ -133,44 +159,34 @@ class _ReadListFile(beam.DoFn):
         self._media_type = media_type
         self._bad_rows = Metrics.counter(METRICS_NAMESPACE, BAD_ROWS)
 
-    def process(self, path: str) -> Iterator[MediaRecord]:
-        bad = 0
+    def process(self, path: str) -> Iterator[MediaRecord | beam.pvalue.TaggedOutput]:
+        skipped = rejected = 0
         with FileSystems.open(path) as handle:
-            text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
-            for line_number, row, problem in self._rows(text):
-                if problem is None:
-                    record, problem = self._record(row, path)
+            for row in self._rows(Lines(open_text(handle))):
+                if not row.problem:
+                    record, problem = self._record(row.values, path)
                     if record is not None:
                         yield record
                         continue
-                bad += 1
+                    row = row._replace(problem=problem)
                 self._bad_rows.inc()
-                if bad <= _LOGGED_BAD_ROWS:
-                    _LOG.warning("%s line %d: skipped, %s", path, line_number, problem)
-        if bad:
-            _LOG.warning("%s: %d bad row(s) skipped", path, bad)
+                if row.unreadable:
+                    rejected += 1
+                    yield beam.pvalue.TaggedOutput(REJECTED, rejected_record(path, row.line, row.problem))
+                else:
+                    skipped += 1
+                if skipped + rejected <= _LOGGED_BAD_ROWS:
+                    outcome = Status.FAILED_INVALID_URL if row.unreadable else "skipped"
+                    _LOG.warning("%s line %d: %s, %s", path, row.line, outcome, row.problem)
+        if skipped:
+            _LOG.warning("%s: %d bad row(s) skipped", path, skipped)
+        if rejected:
+            _LOG.warning("%s: %d unreadable row(s) recorded as %s", path, rejected, Status.FAILED_INVALID_URL)
 
-    def _rows(self, text: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, str], str | None]]:
-        if self._format.delimiter is None:
-            for line_number, line in enumerate(text, start=1):
-                url = line.strip()
-                if url and not url.startswith("#"):
-                    yield line_number, {"url": url}, None
-            return
-        header = self._format.header or []
-        reader = csv.reader(text, delimiter=self._format.delimiter)
-        seen_header = False
-        for cells in reader:
-            line_number = reader.line_num
-            if not any(cell.strip() for cell in cells) or cells[0].lstrip().startswith("#"):
-                continue
-            if not seen_header:  # the header, already parsed by sniff()
-                seen_header = True
-                continue
-            if len(cells) != len(header):
-                yield line_number, {}, f"{len(cells)} cells where the header has {len(header)}"
-                continue
-            yield line_number, {name: cell.strip() for name, cell in zip(header, cells, strict=True)}, None
+    def _rows(self, lines: Lines) -> Iterator[Row]:
+        for row in read_rows(lines, self._format.delimiter, self._format.header or []):
+            problem = "" if row.problem else url_too_long(row.values)
+            yield row._replace(problem=problem, unreadable=True) if problem else row
 
     def _record(self, row: dict[str, str], path: str) -> tuple[MediaRecord | None, str]:
         url = _column(row, _URL_COLUMNS)
@@ -238,7 +254,11 @@ class UrlListSettings:
 
 
 class ReadUrlList(beam.PTransform):
-    """``--input`` list file or ``--retry_failed_from`` manifest → MediaRecords (exactly one of them)."""
+    """``--input`` list file or ``--retry_failed_from`` manifest → MediaRecords (exactly one of them).
+
+    Once applied to an ``--input`` list, ``rejected`` holds its unreadable rows as FAILED_INVALID_URL
+    records: they belong in the manifest, but not in the licence filter, sampling or download.
+    """
 
     def __init__(self, settings: UrlListSettings):
         super().__init__()
@@ -248,6 +268,8 @@ class ReadUrlList(beam.PTransform):
         self._label_field = settings.label_field
         self._stream_fields = settings.stream_fields
         self._media_type = settings.media_type
+        # Set by expand() for an --input list: its unreadable rows, already FAILED_INVALID_URL records.
+        self.rejected: beam.PCollection | None = None
         # Checked now, so a bad file is a clear error before any worker starts.
         if input:
             self._format = _checked(f"--input {input}", lambda: _sniff_list_file(input))
@@ -264,9 +286,11 @@ class ReadUrlList(beam.PTransform):
                 | "ReadManifest" >> beam.io.ReadFromAvro(manifest_pattern(self._retry_failed_from))
                 | "KeepFailures" >> beam.ParDo(_KeepFailures())
             )
-        return (
+        rows = (
             pbegin
             | "ListFile" >> beam.Create([self._input])
             | "ReadRows" >> beam.ParDo(_ReadListFile(self._format, self._label_field, self._stream_fields, self._media_type))
-            | "Spread" >> beam.Reshuffle()
+            .with_outputs(REJECTED, main="records")
         )
+        self.rejected = rows[REJECTED]
+        return rows.records | "Spread" >> beam.Reshuffle()

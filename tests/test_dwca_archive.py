@@ -14,9 +14,11 @@ import pytest
 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.core.errors import OptionError
-from beam_gbif.io.dwca.archive import citation_of, classify_spec, forget_prepared_archives, prepare_archive, resolve_archive
+from beam_gbif.io.dwca import zip_checks
+from beam_gbif.io.dwca.archive import citation_of, forget_prepared_archives, prepare_archive
 from beam_gbif.io.dwca.meta import DwcaError
 from beam_gbif.io.dwca.request import parse_predicate
+from beam_gbif.io.dwca.resolve import classify_spec, resolve_archive
 from beam_gbif.io.dwca.zip_checks import MAX_MEMBERS, RATIO_CHECKED_FROM_BYTES
 from beam_gbif.io.gbif.client import GbifClient
 from beam_gbif.testing.fake_downloads import SERVER_ERROR, TRUNCATE, DownloadFaults, FakeDownload, download_routes
@@ -278,14 +280,25 @@ def test_small_members_and_ratios_up_to_the_limit_are_accepted(tmp_path):
 
 def test_more_than_1000_members_are_refused_and_1000_are_read(tmp_path):
     def filler(count: int) -> list[tuple[zipfile.ZipInfo, bytes]]:
-        return [(zipfile.ZipInfo(f"dataset/{i:05d}.xml"), b"<eml/>") for i in range(count)]
+        return [(zipfile.ZipInfo(f"extra/{i:05d}.txt"), b"x") for i in range(count)]
 
     members = len(zipfile.ZipFile(_synthetic_plus(tmp_path, [])).namelist())
     fits = _synthetic_plus(tmp_path, filler(MAX_MEMBERS - members))
     assert prepare_archive(str(fits), cache_root=str(tmp_path / "fits"), api_url="http://127.0.0.1:9/v1").multimedia_uri
     forget_prepared_archives()
     path = _synthetic_plus(tmp_path, filler(MAX_MEMBERS - members + 1))
-    _prepare_refused(path, tmp_path / "cache", "refusing the archive, it has 1001 members, more than 1000")
+    _prepare_refused(path, tmp_path / "cache", "refusing the archive, it has 1001 members .*more than 1000")
+
+
+def test_a_download_spanning_thousands_of_datasets_is_read(tmp_path, monkeypatch):
+    # GBIF adds one dataset/<uuid>.xml per constituent dataset: those are never extracted and have their own, far higher bound.
+    monkeypatch.setattr(zip_checks, "MAX_DATASET_METADATA_MEMBERS", 2_500)
+    datasets = [(zipfile.ZipInfo(f"dataset/{i:05d}.xml"), b"<eml/>") for i in range(2_000)]
+    fits = _synthetic_plus(tmp_path, datasets)
+    assert prepare_archive(str(fits), cache_root=str(tmp_path / "fits"), api_url="http://127.0.0.1:9/v1").multimedia_uri
+    forget_prepared_archives()
+    too_many = _synthetic_plus(tmp_path, datasets + [(zipfile.ZipInfo(f"dataset/x{i:05d}.xml"), b"<eml/>") for i in range(501)])
+    _prepare_refused(too_many, tmp_path / "cache", "2501 of them dataset/\\*.xml")
 
 
 def test_more_to_extract_than_the_cache_disk_has_free_is_refused_before_extraction(tmp_path, monkeypatch):

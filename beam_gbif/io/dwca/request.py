@@ -22,8 +22,8 @@ from typing import Any
 import requests
 
 from beam_gbif.core.errors import OptionError
-from beam_gbif.io.dwca.archive import DOWNLOAD_KEY
 from beam_gbif.io.dwca.meta import DwcaError
+from beam_gbif.io.dwca.resolve import DOWNLOAD_KEY
 from beam_gbif.io.gbif.client import GbifApiError, GbifClient, check_credentials_url
 from beam_gbif.io.option_files import json_or_file
 

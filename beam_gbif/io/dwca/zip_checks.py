@@ -14,8 +14,12 @@ import zipfile
 
 from beam_gbif.io.dwca.meta import DwcaError, safe_member_name
 
-# A GBIF download has a few data files plus one dataset/<uuid>.xml per constituent dataset.
+# Members other than the per-dataset metadata: a GBIF download has a few data files.
 MAX_MEMBERS = 1_000
+# A GBIF download also holds one dataset/<uuid>.xml per constituent dataset, and downloads that span
+# thousands of datasets are common. Those members are never extracted, so they are held only to a
+# bound that keeps reading the central directory cheap.
+MAX_DATASET_METADATA_MEMBERS = 200_000
 # Real archives' text compresses about 8-16:1; deflate tops out near 1032:1 on runs of one byte.
 MAX_COMPRESSION_RATIO = 200
 # A member smaller than this cannot fill a disk whatever its ratio (an all-empty column file may
@@ -30,6 +34,11 @@ def _refuse(archive_name: str, reason: str) -> DwcaError:
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     # Unix zip tools keep the file's mode in the high 16 bits of external_attr.
     return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _is_dataset_metadata(name: str) -> bool:
+    folder, _, leaf = name.partition("/")
+    return folder == "dataset" and leaf.endswith(".xml") and "/" not in leaf
 
 
 def _check_member(info: zipfile.ZipInfo, archive_name: str) -> None:
@@ -48,8 +57,10 @@ def _check_member(info: zipfile.ZipInfo, archive_name: str) -> None:
 def check_members(archive: zipfile.ZipFile, archive_name: str) -> None:
     """DwcaError naming the first problem: too many members, an unsafe name, a symlink, a bomb-like ratio."""
     members = archive.infolist()
-    if len(members) > MAX_MEMBERS:
-        raise _refuse(archive_name, f"it has {len(members)} members, more than {MAX_MEMBERS}: a zip bomb?")
+    metadata = sum(1 for info in members if _is_dataset_metadata(info.filename))
+    if len(members) - metadata > MAX_MEMBERS or metadata > MAX_DATASET_METADATA_MEMBERS:
+        raise _refuse(archive_name, f"it has {len(members)} members ({metadata} of them dataset/*.xml), more than {MAX_MEMBERS} "
+                                    f"(and {MAX_DATASET_METADATA_MEMBERS} dataset/*.xml): a zip bomb?")
     for info in members:
         _check_member(info, archive_name)
 

@@ -67,6 +67,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "max_retries": (["0", "3"], ["-1"]),
     "timeout": (["60", "2.5"], ["-1", "1m"]),
     "max_bytes": (["52428800"], ["0", "50MB"]),
+    "max_buffer_bytes": (["1073741824", "268435456"], ["0", "-1", "1GiB"]),
     "allow_private_hosts": (["true", "false"], ["sometimes"]),
     "gbif_api_concurrency": (["4"], ["0"]),
     "user_agent": (["beam-gbif/0.1.0 (+https://github.com/beam-gbif/beam-gbif; me@example.org)"], ["", " leading-space", "tab\there"]),

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from beam_gbif.core.records import MediaRecord, Status
-from beam_gbif.io.budget import process_budget
+from beam_gbif.io.budget import ByteBudget, process_budget
 from beam_gbif.io.safety import AllowOnly, CheckedResolver
 from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.media_server import MediaServer
@@ -56,6 +57,42 @@ def test_a_body_larger_than_the_budget_downloads_alone(tmp_path):
         results, _ = download(urls, tmp_path, max_buffer_bytes=5_003, max_bytes=100_000)
     assert {r.status for r in results.values()} == {Status.DOWNLOADED}
     assert process_budget(5_003).held == 0
+
+
+def test_byte_budget_serves_in_order_and_a_cancelled_waiter_holds_nothing():
+    async def scenario() -> None:
+        budget = ByteBudget(100)
+        await budget.reserve(60)
+        big = asyncio.ensure_future(budget.reserve(80))
+        small = asyncio.ensure_future(budget.reserve(30))  # would fit, but comes after the big one
+        await asyncio.sleep(0.01)
+        assert not big.done() and not small.done()
+        big.cancel()
+        await asyncio.wait_for(small, 1)
+        assert big.cancelled() and budget.held == 90
+        budget.release(60)
+        budget.release(30)
+        assert (budget.held, budget.peak) == (0, 90)
+
+    asyncio.run(scenario())
+
+
+def test_byte_budget_wakes_a_waiter_on_another_threads_loop():
+    budget = ByteBudget(100)
+    asyncio.run(budget.reserve(100))
+    waited: list[float] = []
+
+    def other_worker_thread() -> None:
+        started = time.monotonic()
+        asyncio.run(asyncio.wait_for(budget.reserve(50), 5))
+        waited.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=other_worker_thread)
+    thread.start()
+    time.sleep(0.2)
+    budget.release(100)
+    thread.join(5)
+    assert waited and 0.15 < waited[0] < 2 and budget.held == 50
 
 
 # -- §2 (c) queueing is not a timeout -----------------------------------------------------------------------

@@ -95,7 +95,10 @@ class DownloadSettings:
 
     @property
     def record_budget(self) -> float:
-        """Hard ceiling on one record's fetch (all attempts, backoffs and waits): nothing hangs."""
+        """Hard ceiling on one record's fetch (all attempts, backoffs and host pauses): nothing hangs.
+
+        It runs from the record's first request on and stands still while the record queues (for
+        a rate token, a worker slot or memory), so queueing never turns into FAILED_TIMEOUT."""
         return (self.max_retries + 1) * self.timeout + self.max_retries * self.backoff_max * 1.5 + 5.0
 
 
@@ -186,9 +189,10 @@ class FetchEngine:
         return breaker
 
     async def _download(self, record: MediaRecord, key: tuple[str, int], folder: str) -> tuple[MediaRecord, int]:
-        async with self._gate(key).semaphore:
+        gate = self._gate(key)
+        async with gate.semaphore:
             try:
-                fetched = await self._fetch_with_retries(record, self._gate(key), self._health(key[0]))
+                fetched = await self._fetch_with_retries(record, gate, self._health(key[0]))
             except Failure as failure:
                 return failed(record, failure.status, failure.message), failure.attempts
         # The host slot is free again; the worker slot and the body's bytes stay held until the

@@ -158,12 +158,15 @@ class GbifMediaOptions(PipelineOptions):
         add("--max_concurrency", type=int, default=256, help="Requests in flight per worker process.")
         add("--per_host_concurrency", type=int, default=16, help="Requests in flight per media host, across all workers.")
         add("--per_host_rate", type=float, default=0.0, help="Requests per second per media host (0 = unlimited).")
-        add("--max_retries", type=int, default=3, help="Retries of a media request on 5xx, 429, connection errors and timeouts.")
-        add("--timeout", type=float, default=60.0, help="Seconds one media request may take in all (connect, headers, body).")
+        add("--max_retries", type=int, default=3,
+            help="Retries of a media request on 5xx, 429, connection errors and timeouts (a timeout is retried once at most).")
+        add("--timeout", type=float, default=30.0, help="Seconds one media request may take in all (connect, headers, body).")
         add("--max_bytes", type=int, default=50 * 1024 * 1024, help="Largest media file accepted, in bytes.")
         add("--prune", type=parse_bool, nargs="?", const=True, default=False,
             help="Delete files an earlier run left in --output that this run did not select, and downloaded files in no "
                  "manifest row (default: keep them, listed in the manifest as KEPT_FROM_EARLIER_RUN).")
+        add("--max_buffer_bytes", type=int, default=1 << 30,
+            help="Bytes of media bodies held in memory (in flight or waiting to be written) per worker process.")
         add("--allow_private_hosts", type=parse_bool, nargs="?", const=True, default=False,
             help="Also allow media hosts on loopback and private addresses (local tests only); never link-local or cloud metadata.")
         add("--gbif_api_concurrency", type=int, default=4, help="Search requests in flight to the GBIF API.")

@@ -169,6 +169,7 @@ def download_settings(options: PipelineOptions) -> DownloadSettings:
         max_retries=options.max_retries,
         timeout=options.timeout,
         max_bytes=options.max_bytes,
+        max_buffer_bytes=options.max_buffer_bytes,
         allow_private_hosts=bool(options.allow_private_hosts),
         user_agent=http_user_agent(options),
         scratch_dir=scratch_dir_for(options),

@@ -221,6 +221,13 @@ def test_from_options_user_agent_and_limits(media, tmp_path):
     assert media.user_agents == {"beam-gbif-test/9 (+mailto:t@e.st)": 1}
 
 
+def test_defaults_bound_the_tail_and_memory(tmp_path):
+    defaults = stages.download_media(PipelineOptions(["--output", str(tmp_path / "ds")])).settings
+    assert (defaults.timeout, defaults.max_buffer_bytes) == (30, 1073741824)
+    options = PipelineOptions(["--output", str(tmp_path / "ds"), "--max_buffer_bytes", "1000000"])
+    assert stages.download_media(options).settings.max_buffer_bytes == 1_000_000
+
+
 # -- politeness ----------------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_per_host_concurrency_holds(tmp_path):
@@ -279,7 +286,8 @@ def test_output_that_is_a_file_is_a_clear_error(tmp_path):
                                              ({"per_host_rate": -1}, "--per_host_rate must be at least 0, got -1"),
                                              ({"max_retries": -1}, "--max_retries must be at least 0, got -1"),
                                              ({"timeout": 0}, "--timeout must be positive, got 0"),
-                                             ({"max_bytes": 0}, "--max_bytes must be positive, got 0")])
+                                             ({"max_bytes": 0}, "--max_bytes must be positive, got 0"),
+                                             ({"max_buffer_bytes": 0}, "--max_buffer_bytes must be positive, got 0")])
 def test_bad_settings_name_the_flag(tmp_path, kwargs, message):
     with pytest.raises(OptionError, match=message):
         DownloadMedia(DownloadSettings(str(tmp_path), **kwargs))

@@ -68,6 +68,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "max_retries": (["0", "3"], ["-1"]),
     "timeout": (["60", "2.5", "0.5", ".5"], ["-1", "0", "0.0", ".0", "1m"]),
     "max_bytes": (["52428800"], ["0", "50MB"]),
+    "max_buffer_bytes": (["1073741824", "268435456"], ["0", "-1", "1GiB"]),
     "allow_private_hosts": (["true", "false"], ["sometimes"]),
     "prune": (["true", "false", "1"], ["delete", ""]),
     "gbif_api_concurrency": (["4"], ["0"]),

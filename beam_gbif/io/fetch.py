@@ -13,24 +13,22 @@ import asyncio
 import dataclasses
 import hashlib
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
 from yarl import URL
 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.core.errors import OptionError
-from beam_gbif.core.http import parse_retry_after
 from beam_gbif.core.records import MediaRecord, Status, safe_label_dir
-from beam_gbif.core.sniff import MIME_BY_EXT, NotMedia, classify
+from beam_gbif.core.sniff import MIME_BY_EXT
+from beam_gbif.io.budget import ByteBudget, Lease, process_budget
+from beam_gbif.io.fetch_http import Failure, HttpFetcher, paused
 from beam_gbif.io.hosts import CircuitBreaker, ShardGate, host_shards, shard_share, url_host
-from beam_gbif.io.safety import AddressPolicy, CheckedResolver, RefusedAddress, check_host, policy_for
+from beam_gbif.io.safety import AddressPolicy, CheckedResolver, policy_for
 from beam_gbif.io.store import Store, StoreError, is_temp_name, store_for, temp_target
 
-REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-RETRYABLE_HTTP = frozenset({408, 425, 429})
+__all__ = ["DownloadSettings", "Failure", "FetchEngine", "failed", "relative_folder"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +39,11 @@ class DownloadSettings:
     loopback and private addresses are allowed too (local tests only), never link-local or cloud
     metadata ones (see safety.py); ``address_policy`` overrides
     that choice (tests inject one). ``scratch_dir``: the grouping by host shard spills there
-    (local runners; see transforms/spill.py). The rest: limits, timeouts and retries of the fetch.
+    (local runners; see transforms/spill.py). ``max_buffer_bytes``: the bodies in flight and waiting
+    to be written hold at most this many bytes per worker process (io/budget.py).
+    ``slow_host_first_byte``: after a request to a host got no answer in time, that host's requests
+    wait at most this long for a first byte until it answers again. The rest: limits, timeouts and
+    retries of the fetch.
     """
 
     output: str = ""
@@ -52,8 +54,10 @@ class DownloadSettings:
     per_host_concurrency: int = 16
     per_host_rate: float = 0.0
     max_retries: int = 3
-    timeout: float = 60.0
+    timeout: float = 30.0
     max_bytes: int = 50 * 1024 * 1024
+    max_buffer_bytes: int = 1 << 30
+    slow_host_first_byte: float = 5.0
     user_agent: str = DEFAULT_USER_AGENT
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -83,7 +87,8 @@ class DownloadSettings:
     def validate(self) -> None:
         checks = [("max_concurrency", "at least 1", lambda v: v >= 1), ("per_host_concurrency", "at least 1", lambda v: v >= 1),
                   ("per_host_rate", "at least 0", lambda v: v >= 0), ("max_retries", "at least 0", lambda v: v >= 0),
-                  ("timeout", "positive", lambda v: v > 0), ("max_bytes", "positive", lambda v: v > 0)]
+                  ("timeout", "positive", lambda v: v > 0), ("max_bytes", "positive", lambda v: v > 0),
+                  ("max_buffer_bytes", "positive", lambda v: v > 0), ("slow_host_first_byte", "positive", lambda v: v > 0)]
         for name, requirement, ok in checks:
             value = getattr(self, name)
             if not ok(value):
@@ -91,19 +96,11 @@ class DownloadSettings:
 
     @property
     def record_budget(self) -> float:
-        """Hard ceiling on one record's fetch (all attempts, backoffs and waits): nothing hangs."""
+        """Hard ceiling on one record's fetch (all attempts, backoffs and host pauses): nothing hangs.
+
+        It runs from the record's first request on and stands still while the record queues (for
+        a rate token, a worker slot or memory), so queueing never turns into FAILED_TIMEOUT."""
         return (self.max_retries + 1) * self.timeout + self.max_retries * self.backoff_max * 1.5 + 5.0
-
-
-class Failure(Exception):
-    def __init__(self, status: str, message: str, retryable: bool = False, retry_after: float | None = None,
-                 attempts: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.attempts = attempts
 
 
 def relative_folder(record: MediaRecord) -> str:
@@ -118,32 +115,22 @@ class FetchEngine:
     def __init__(self, settings: DownloadSettings, policy: AddressPolicy, store: Store, executor: ThreadPoolExecutor,
                  resolver: CheckedResolver | None = None) -> None:
         self.settings = settings
-        self._given_resolver = resolver  # tests inject one (scripted DNS answers); else one per open()
         self.policy = policy
         self.store = store
         self.executor = executor
         self.shards = host_shards(settings.per_host_concurrency)
-        self.session: aiohttp.ClientSession | None = None
-        self.resolver: CheckedResolver | None = None
+        self.http = HttpFetcher(settings, policy, resolver)
         self.gates: dict[tuple[str, int], ShardGate] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self.global_slots: asyncio.Semaphore | None = None
+        self.budget: ByteBudget = process_budget(settings.max_buffer_bytes)
 
     async def open(self) -> None:
         self.global_slots = asyncio.Semaphore(self.settings.max_concurrency)
-        # The connector resolves through the same checking resolver as check_host: an answer that
-        # changes between the check and the connection (DNS rebinding) is checked again.
-        self.resolver = self._given_resolver or CheckedResolver(self.policy)
-        connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, limit_per_host=0, resolver=self.resolver,
-                                         ttl_dns_cache=300)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeout, sock_read=self.settings.timeout)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
-                                             headers={"User-Agent": self.settings.user_agent, "Accept": "*/*"})
+        await self.http.open()
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        await self.http.close()
 
     def _run(self, fn: Any, *args: Any) -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -188,31 +175,39 @@ class FetchEngine:
             index.setdefault(target.partition(".")[0], []).append(name)
         return index
 
-    async def _download(self, record: MediaRecord, key: tuple[str, int], folder: str) -> tuple[MediaRecord, int]:
+    def _gate(self, key: tuple[str, int]) -> ShardGate:
         gate = self.gates.get(key)
         if gate is None:
             shard = key[1]
             gate = self.gates[key] = ShardGate(shard_share(self.settings.per_host_concurrency, self.shards, shard),
                                                self.settings.per_host_rate / self.shards, phase=shard / self.shards)
-        breaker = self.breakers.get(key[0])
+        return gate
+
+    def _health(self, host: str) -> CircuitBreaker:
+        breaker = self.breakers.get(host)
         if breaker is None:
             s = self.settings
-            breaker = self.breakers[key[0]] = CircuitBreaker(s.circuit_threshold, s.circuit_cooldown, s.circuit_max_cooldown)
+            breaker = self.breakers[host] = CircuitBreaker(s.circuit_threshold, s.circuit_cooldown, s.circuit_max_cooldown)
+        return breaker
+
+    async def _download(self, record: MediaRecord, key: tuple[str, int], folder: str) -> tuple[MediaRecord, int]:
+        gate = self._gate(key)
         async with gate.semaphore:
-            deadline = time.monotonic() + self.settings.record_budget
             try:
-                async with asyncio.timeout(self.settings.record_budget):
-                    body, ext, mime, attempts = await self._fetch_with_retries(record, gate, breaker, deadline)
+                fetched = await self._fetch_with_retries(record, gate, self._health(key[0]))
             except Failure as failure:
                 return failed(record, failure.status, failure.message), failure.attempts
-            except TimeoutError:
-                return failed(record, Status.FAILED_TIMEOUT, f"record time budget of {self.settings.record_budget:.0f} s exceeded"), 0
-        rel = f"{folder}/{record.basename}.{ext}"
+        # The host slot is free again; the worker slot and the body's bytes stay held until the
+        # file is written, so bodies waiting for a writer count toward both limits.
+        rel = f"{folder}/{record.basename}.{fetched.ext}"
         try:
-            size, sha = await self._run(self.write, rel, body, mime)
+            size, sha = await self._run(self.write, rel, fetched.body, fetched.mime)
         except Exception as exc:  # noqa: BLE001 - any store error is a write failure
-            return failed(record, Status.FAILED_WRITE, f"cannot write {self.store.uri(rel)}: {exc}"), attempts
-        return record.replace(status=Status.DOWNLOADED, path=rel, bytes=size, sha256=sha, content_type=mime, error=""), attempts
+            return failed(record, Status.FAILED_WRITE, f"cannot write {self.store.uri(rel)}: {exc}"), fetched.attempts
+        finally:
+            fetched.lease.release()
+        return record.replace(status=Status.DOWNLOADED, path=rel, bytes=size, sha256=sha, content_type=fetched.mime,
+                              error=""), fetched.attempts
 
     def write(self, rel: str, body: bytes, mime: str) -> tuple[int, str]:
         """Writes ``body`` at ``rel``; (size, sha256) of the file that is there afterwards."""
@@ -222,103 +217,86 @@ class FetchEngine:
         # A create-only write kept an object another attempt wrote first: describe what it holds, not what we sent.
         return self.store.describe(rel)
 
-    async def _fetch_with_retries(self, record: MediaRecord, gate: ShardGate, breaker: CircuitBreaker,
-                                  deadline: float) -> tuple[bytes, str, str, int]:
+    async def _fetch_with_retries(self, record: MediaRecord, gate: ShardGate, health: CircuitBreaker) -> Fetched:
         s = self.settings
         try:
             url = URL(record.url.strip())
         except (ValueError, TypeError) as exc:
             raise Failure(Status.FAILED_INVALID_URL, f"invalid URL: {exc}") from None
-        attempt = 0
-        while True:
-            attempt += 1
-            wait = breaker.wait_time()
-            if wait:
-                if time.monotonic() + wait > deadline:
-                    message = f"host {url_host(record.url)} keeps failing: circuit open for {wait:.0f} s more"
-                    raise Failure(Status.FAILED_CONNECTION, message, attempts=attempt - 1)
-                await asyncio.sleep(wait)
-            await gate.rate.wait()
-            try:
-                async with self.global_slots:
-                    body, ext, mime = await self._attempt(url, record.media_type)
-                breaker.record(True)
-                return body, ext, mime, attempt
-            except Failure as failure:
-                failure.attempts = attempt
-                if failure.retryable:
-                    breaker.record(False)
-                if not failure.retryable or attempt > s.max_retries:
-                    raise
-                delay = min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random())
-                if failure.retry_after is not None:
-                    if time.monotonic() + failure.retry_after + s.timeout > deadline:
-                        failure.message += f" (Retry-After {failure.retry_after:.0f} s is beyond this record's time budget)"
-                        raise
-                    delay = max(delay, failure.retry_after)
-                await asyncio.sleep(delay)
-
-    async def _attempt(self, url: URL, media_type: str) -> tuple[bytes, str, str]:
+        attempt = timeouts = 0
+        clock = asyncio.timeout(None)  # the record's time budget, started by its first request
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                return await self._get_following_redirects(url, media_type)
-        except TimeoutError:
-            message = f"no complete answer within --timeout {self.settings.timeout:g} s"
-            raise Failure(Status.FAILED_TIMEOUT, message, retryable=True) from None
-        except RefusedAddress as exc:
-            raise Failure(Status.FAILED_REFUSED, str(exc)) from None
-        except aiohttp.ClientPayloadError as exc:
-            if "ContentLength" in repr(exc) or "Not enough data to satisfy content length" in str(exc):
-                raise Failure(Status.FAILED_TRUNCATED, f"body shorter than its Content-Length: {exc}", retryable=True) from None
-            raise Failure(Status.FAILED_CONNECTION, f"connection broken mid-body: {exc}", retryable=True) from None
-        except aiohttp.InvalidURL as exc:
-            raise Failure(Status.FAILED_INVALID_URL, f"invalid URL: {exc}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise Failure(Status.FAILED_CONNECTION, f"{type(exc).__name__}: {exc}", retryable=True) from None
-
-    async def _get_following_redirects(self, url: URL, media_type: str) -> tuple[bytes, str, str]:
-        s = self.settings
-        if not url.scheme or not url.host:
-            raise Failure(Status.FAILED_INVALID_URL, f"not an absolute URL: {url}")
-        for _hop in range(s.max_redirects + 1):
-            if url.scheme not in ("http", "https"):
-                raise Failure(Status.FAILED_REFUSED, f"scheme {url.scheme or '(none)'!r} not allowed (only http/https): {url}")
-            if not url.host:
-                raise Failure(Status.FAILED_INVALID_URL, f"no host in URL {url}")
-            if url.user is not None or url.password is not None:
-                # ``http://trusted.org@other-host/`` misleads readers, and aiohttp would send the user info as credentials.
-                raise Failure(Status.FAILED_REFUSED, f"user info in a URL is refused: {url.with_user(None)}")
-            await check_host(url.host, url.port or 0, self.policy, self.resolver)
-            async with self.session.get(url, allow_redirects=False) as response:
-                if response.status in REDIRECT_CODES:
-                    location = response.headers.get("Location")
-                    if not location:
-                        raise Failure(Status.FAILED_HTTP, f"HTTP {response.status} without a Location header")
+            async with clock:
+                while True:
+                    attempt += 1
+                    await self._wait_for_host(health, clock, record.url, attempt)
+                    lease = await self._queue_for_request(gate, clock)
                     try:
-                        url = url.join(URL(location))
-                    except ValueError as exc:
-                        raise Failure(Status.FAILED_INVALID_URL, f"bad redirect location {location!r}: {exc}") from None
-                    continue
-                if response.status != 200:
-                    retryable = response.status >= 500 or response.status in RETRYABLE_HTTP
-                    raise Failure(Status.FAILED_HTTP, f"HTTP {response.status} {response.reason or ''}".strip(), retryable=retryable,
-                                  retry_after=parse_retry_after(response.headers.get("Retry-After")))
-                if response.content_length is not None and response.content_length > s.max_bytes:
-                    raise Failure(Status.FAILED_TOO_LARGE, f"Content-Length {response.content_length} exceeds --max_bytes {s.max_bytes}")
-                chunks = []
-                received = 0
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    received += len(chunk)
-                    if received > s.max_bytes:
-                        raise Failure(Status.FAILED_TOO_LARGE, f"body exceeds --max_bytes {s.max_bytes}")
-                    chunks.append(chunk)
-                body = b"".join(chunks)
-                try:
-                    ext, mime = classify(body, media_type)
-                except NotMedia as exc:
-                    raise Failure(Status.FAILED_NOT_MEDIA, f"{exc} (server said {response.content_type or 'no type'})") from None
-                return body, ext, mime
-        raise Failure(Status.FAILED_HTTP, f"more than {s.max_redirects} redirects")
+                        body, ext, mime = await self.http.attempt(url, record.media_type, health, clock, lease)
+                    except BaseException as exc:
+                        lease.release()
+                        if not isinstance(exc, Failure):
+                            raise
+                        failure = exc
+                    else:
+                        health.record(True)
+                        return Fetched(body, ext, mime, attempt, lease)
+                    failure.attempts = attempt
+                    if failure.host_signal:
+                        health.record(False)
+                    timeouts += failure.status == Status.FAILED_TIMEOUT
+                    # A timed-out request is retried once: a URL that never answers costs two --timeout at most.
+                    if not failure.retryable or attempt > s.max_retries or timeouts > 1:
+                        raise failure
+                    await self._back_off(failure, attempt, clock)
+        except TimeoutError:
+            if not clock.expired():
+                raise
+            raise Failure(Status.FAILED_TIMEOUT, f"record time budget of {s.record_budget:.0f} s exceeded", attempts=attempt) from None
+
+    async def _queue_for_request(self, gate: ShardGate, clock: asyncio.Timeout) -> Lease:
+        """Waits for a rate token and a worker slot (the record's clock stands still), then starts the clock."""
+        async with paused(clock):
+            await gate.rate.wait()
+            await self.global_slots.acquire()
+        if clock.when() is None:
+            clock.reschedule(asyncio.get_running_loop().time() + self.settings.record_budget)
+        return Lease(self.global_slots, self.budget)
+
+    @staticmethod
+    def _remaining(clock: asyncio.Timeout, budget: float) -> float:
+        when = clock.when()
+        return budget if when is None else when - asyncio.get_running_loop().time()
+
+    async def _wait_for_host(self, health: CircuitBreaker, clock: asyncio.Timeout, url: str, attempt: int) -> None:
+        wait = health.wait_time()
+        if not wait:
+            return
+        if wait > self._remaining(clock, self.settings.record_budget):
+            message = f"host {url_host(url)} keeps failing: circuit open for {wait:.0f} s more"
+            raise Failure(Status.FAILED_CONNECTION, message, attempts=attempt - 1)
+        await asyncio.sleep(wait)
+
+    async def _back_off(self, failure: Failure, attempt: int, clock: asyncio.Timeout) -> None:
+        s = self.settings
+        delay = min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1)) * (0.5 + random.random())
+        if failure.retry_after is not None:
+            if failure.retry_after + s.timeout > self._remaining(clock, s.record_budget):
+                failure.message += f" (Retry-After {failure.retry_after:.0f} s is beyond this record's time budget)"
+                raise failure
+            delay = max(delay, failure.retry_after)
+        await asyncio.sleep(delay)
+
+
+@dataclasses.dataclass
+class Fetched:
+    """A body ready to be written, with the lease (worker slot, bytes) it holds until then."""
+
+    body: bytes
+    ext: str
+    mime: str
+    attempts: int
+    lease: Lease
 
 
 def failed(record: MediaRecord, status: str, error: str) -> MediaRecord:

@@ -71,8 +71,14 @@ class RateLimiter:
 
 
 class CircuitBreaker:
-    """After ``threshold`` consecutive failed attempts on a host, its requests pause for a cooldown
-    that doubles on each new trip (up to ``max_cooldown``); one success closes the circuit."""
+    """The health of one host. After ``threshold`` consecutive signals that the host is failing
+    (refused or reset before an answer, connect timeouts, 5xx, 429: see fetch_http.py), its
+    requests pause for a cooldown that doubles on each new trip (up to ``max_cooldown``); one
+    success closes the circuit. Answers about one URL (404, HTML, a short body) are no signal.
+
+    ``slow``: the host's last request got no answer in time and no answer came since (the fetch
+    then uses a short first-byte timeout for it).
+    """
 
     def __init__(self, threshold: int = 8, cooldown: float = 2.0, max_cooldown: float = 60.0) -> None:
         self.threshold = threshold
@@ -81,6 +87,13 @@ class CircuitBreaker:
         self.failures = 0
         self.trips = 0
         self.open_until = 0.0
+        self.slow = False
+
+    def timed_out(self) -> None:
+        self.slow = True
+
+    def answered(self) -> None:
+        self.slow = False
 
     def record(self, ok: bool) -> None:
         if ok:

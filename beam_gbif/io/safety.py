@@ -159,7 +159,7 @@ class CheckedResolver(AbstractResolver):
         self.ttl = ttl
         self._inner = lookup or DefaultResolver()
         self._cache: dict[tuple[str, int, int], tuple[float, list[Any]]] = {}
-        self._pending: dict[tuple[str, int, int], asyncio.Future] = {}
+        self._pending: dict[tuple[str, int, int], asyncio.Task] = {}
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
         refuse_by_name(host)
@@ -167,23 +167,20 @@ class CheckedResolver(AbstractResolver):
         cached = self._cache.get(key)
         if cached is not None and cached[0] > time.monotonic():
             return self._allowed(host, cached[1])
-        # One lookup per host at a time: hundreds of requests to one new host share it.
-        if key in self._pending:
-            answers = await asyncio.shield(self._pending[key])
-        else:
-            future = asyncio.get_running_loop().create_future()
-            self._pending[key] = future
-            try:
-                answers = await self._inner.resolve(host, port, family)
-                future.set_result(answers)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved
-                raise
-            finally:
-                del self._pending[key]
-            self._cache[key] = (time.monotonic() + self.ttl, answers)
+        # One lookup per host at a time: hundreds of requests to one new host share it. It runs as
+        # its own task, so a waiter that is cancelled (its record timed out) never cancels it for
+        # the others; a failed lookup is not cached, so the next request looks the host up again.
+        lookup = self._pending.get(key)
+        if lookup is None:
+            lookup = self._pending[key] = asyncio.ensure_future(self._inner.resolve(host, port, family))
+            lookup.add_done_callback(lambda done: self._settled(key, done))
+        answers = await asyncio.shield(lookup)
         return self._allowed(host, answers)
+
+    def _settled(self, key: tuple[str, int, int], lookup: asyncio.Task) -> None:
+        del self._pending[key]
+        if not lookup.cancelled() and lookup.exception() is None:  # exception(): retrieved even if every waiter left
+            self._cache[key] = (time.monotonic() + self.ttl, lookup.result())
 
     def _allowed(self, host: str, answers: list[Any]) -> list[Any]:
         allowed = [a for a in answers if self.policy.allows(ipaddress.ip_address(a["host"]))]

@@ -7,7 +7,7 @@
 Routes (``<name>`` is any file-name-like string; the body is unique and deterministic per name):
 
     /media/<name>.<jpg|png|gif|webp|tif|bmp>   a valid image of that type (~``image_bytes``; ``?bytes=N`` overrides)
-    /status/<code>/<name>.jpg                  always answers ``code`` (404, 500, 503, ...)
+    /status/<code>/<name>.jpg                  always answers ``code`` (404, 500, 503, ...); ``?delay=S`` after S seconds
     /flaky/<n>/<name>.jpg                      500 for the first n requests of this path, then the image
     /ratelimit/<n>/<seconds>/<name>.jpg        429 + ``Retry-After: seconds`` for the first n requests, then the image
     /html/<name>.jpg   /json/<name>.jpg        200 with an HTML page / a JSON error body
@@ -231,6 +231,7 @@ class MediaServer:
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         code = int(request.match_info["code"])
+        await asyncio.sleep(float(request.query.get("delay", 0)))
         return web.Response(status=code, text=f"status {code}\n")
 
     def _count(self, request: web.Request) -> int:

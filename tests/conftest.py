@@ -51,3 +51,12 @@ def fresh(api):
     api.clear_faults()
     api.clear_requests()
     return api
+
+
+@pytest.fixture(scope="module")
+def media():
+    """A local media server for the test module (real image bytes, faults on demand)."""
+    from beam_gbif.testing.media_server import MediaServer
+
+    with MediaServer() as server:
+        yield server

@@ -36,12 +36,6 @@ def dataset_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.fixture(scope="module")
-def media():
-    with MediaServer() as server:
-        yield server
-
-
 # -- the fault suite: one pipeline run, one assertion per case ---------------------------------------
 FAULT_CASES = {
     # name: (path on the media server, expected status)

@@ -27,7 +27,7 @@ from beam_gbif.io.safety import (
     policy_for,
 )
 from beam_gbif.io.store import store_for
-from beam_gbif.testing.media_server import MediaServer, image_bytes
+from beam_gbif.testing.media_server import image_bytes
 
 LOOPBACK_ONLY = AllowOnly(["127.0.0.1"])
 ALLOW_PRIVATE_HOSTS = policy_for(True)
@@ -66,12 +66,6 @@ def fetch_one(url: str, policy: AddressPolicy, lookup: ScriptedLookup, root: Pat
             return result
 
     return asyncio.run(scenario())
-
-
-@pytest.fixture(scope="module")
-def media():
-    with MediaServer() as server:
-        yield server
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",

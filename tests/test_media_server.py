@@ -15,12 +15,6 @@ from beam_gbif.core.sniff import sniff
 from beam_gbif.testing.media_server import MediaServer, image_bytes
 
 
-@pytest.fixture(scope="module")
-def media():
-    with MediaServer() as server:
-        yield server
-
-
 def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):

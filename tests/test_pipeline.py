@@ -10,7 +10,6 @@ import pytest
 
 from beam_gbif.core.records import Status
 from beam_gbif.testing.fake_gbif import FakeGbifApi, RecordedOccurrences
-from beam_gbif.testing.media_server import MediaServer
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 from beam_gbif.transforms.manifest import read_manifest
 from pipelines.demo import demo_argv
@@ -18,12 +17,6 @@ from pipelines.gbif_media import run
 
 SPECIES = [5352251, 3190653]
 DATASETS = ["7a3679ef-5582-4aaa-81f0-8c2545cafc81", "50c9509d-22c7-4a22-a47d-8c48425ef4a7"]
-
-
-@pytest.fixture(scope="module")
-def media():
-    with MediaServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

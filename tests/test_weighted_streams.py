@@ -9,7 +9,6 @@ import pytest
 
 from beam_gbif.core.quotas import compute_quotas
 from beam_gbif.testing.fake_gbif import FakeGbifApi
-from beam_gbif.testing.media_server import MediaServer
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 from beam_gbif.transforms.manifest import read_manifest
 from pipelines.gbif_media import run
@@ -19,12 +18,6 @@ from pipelines.gbif_media import run
 SIZES = [3, 5, 8, 14, 22, 37, 60, 95, 150, 223, 340, 520, 780, 1148, 1700, 2600, 112_182]
 SPECIES = list(range(201, 201 + len(SIZES)))
 NB_SAMPLES, CAP = 300, 120
-
-
-@pytest.fixture(scope="module")
-def media():
-    with MediaServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -72,3 +72,16 @@ def test_stores_pickle(tmp_path):
     assert local.read("x") == b"1"
     gcs = pickle.loads(pickle.dumps(store_for("gs://bucket/some/prefix")))  # no client is created until used
     assert gcs.uri("a/b.jpg") == "gs://bucket/some/prefix/a/b.jpg"
+
+
+def test_a_folder_removed_between_writes_is_made_again(tmp_path):
+    # The store remembers the folders it made (one makedirs per folder, not per file); a folder
+    # removed behind its back must not turn the next write into a failure.
+    import shutil
+
+    store = LocalStore(tmp_path / "ds")
+    store.write_atomic("train/a/1.jpg", b"one")
+    shutil.rmtree(tmp_path / "ds" / "train")
+    store.write_atomic("train/a/2.jpg", b"two")
+    assert (tmp_path / "ds" / "train" / "a" / "2.jpg").read_bytes() == b"two"
+    assert not [p for p in (tmp_path / "ds").rglob("*") if is_temp_name(p.name)]

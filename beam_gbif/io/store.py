@@ -167,6 +167,9 @@ class LocalStore(Store):
             raise StoreError(f"dataset root {str(path)!r} exists and is not a folder")
         self.root = str(path.resolve())
         self.fsync = fsync
+        # Folders this store made or found: a dataset has few folders and many files, and a
+        # makedirs per file was a measurable share of a small-file download.
+        self._folders: set[str] = set()
 
     @property
     def is_local(self) -> bool:
@@ -178,13 +181,23 @@ class LocalStore(Store):
 
     def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
         final = self._path(rel)
-        folder, name = os.path.split(final)
+        folder = os.path.dirname(final)
+        if folder not in self._folders:
+            self._make_folder(folder)
+        try:
+            write_local(final, lambda handle: handle.write(data), fsync=self.fsync)
+        except FileNotFoundError:  # the folder was removed since (by hand, or a --prune of another run): make it again
+            self._folders.discard(folder)
+            self._make_folder(folder)
+            write_local(final, lambda handle: handle.write(data), fsync=self.fsync)
+        return True
+
+    def _make_folder(self, folder: str) -> None:
         try:
             os.makedirs(folder, exist_ok=True)
         except FileExistsError:
             raise StoreError(f"{folder!r} exists and is not a folder") from None
-        write_local(final, lambda handle: handle.write(data), fsync=self.fsync)
-        return True
+        self._folders.add(folder)
 
     def exists(self, rel: str) -> bool:
         return os.path.isfile(self._path(rel))

@@ -39,10 +39,13 @@ def scene(width: int, height: int, mode: str = "RGB") -> Image.Image:
 
 
 def _palette_with_alpha(rgba: Image.Image) -> Image.Image:
-    paletted = rgba.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=3)
-    transparent = 3  # a palette index not used by the picture
-    paletted.paste(transparent, (rgba.width // 2, rgba.height // 2, rgba.width, rgba.height))
-    paletted.info["transparency"] = transparent
+    """The scene as palette indices 0 (blue) and 1 (red), index 2 transparent over the bottom-right quarter."""
+    w, h = rgba.size
+    paletted = Image.new("P", (w, h), 0)
+    paletted.putpalette([*BLUE, *RED, 0, 0, 0])
+    paletted.paste(1, (0, 0, max(1, w // 3), max(1, h // 3)))
+    paletted.paste(2, (w // 2, h // 2, w, h))
+    paletted.info["transparency"] = 2
     return paletted
 
 

@@ -95,7 +95,7 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + ihdr + idat + chunk(b"IEND", b"")
 
 
-def photo_like(width: int, height: int, seed: int, orientation: int = 1, gps: bool = False, quality: int = 88) -> bytes:
+def photo_like(width: int, height: int, seed: int, orientation: int = 1, gps: bool = False, quality: int = 90) -> bytes:
     """A camera-like JPEG (smooth colour fields plus grain) for benchmarks: 0.5–3 MB at 2–12 megapixels."""
     rng = random.Random(seed)
     small = Image.new("RGB", (16, 12))

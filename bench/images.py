@@ -33,7 +33,7 @@ import struct
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -41,6 +41,7 @@ from aiohttp import web
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from beam_gbif.io.images import ImageSettings, prepare  # noqa: E402
 from beam_gbif.testing.images import photo_like  # noqa: E402
 from bench.download import BEAM_MODULE, NO_NETWORK_ENV, BodyServer, Measured, ensure_venv, run_measured  # noqa: E402
 
@@ -97,6 +98,21 @@ class PhotoServer(BodyServer):
         return response
 
 
+def thread_scaling(photos: list[bytes], image_size: int, count: int = 40) -> str:
+    """prepare() alone on ``count`` photos with 1 thread and with one per CPU: does the work scale past the GIL?"""
+    settings = ImageSettings(image_size=image_size, resize_mode="keep_ratio")
+    rates = []
+    for threads in (1, os.cpu_count() or 2):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda body: prepare(body, "jpg", "image/jpeg", settings), photos[:count]))
+        rates.append((threads, count / (time.perf_counter() - started)))
+    # On a shared machine the ratio says little: the load average is printed beside it.
+    load = os.getloadavg()[0]
+    return "; ".join(f"{threads} thread(s) {rate:.0f} images/s" for threads, rate in rates) + \
+        f" (x{rates[-1][1] / rates[0][1]:.2f}; load average {load:.1f} on {os.cpu_count()} CPUs)"
+
+
 def stored(out: Path) -> tuple[int, int]:
     """(files, bytes) of the images written under ``out``."""
     files = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".jpg", ".jpeg")]
@@ -144,6 +160,7 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     photos = photo_cache(workdir, args.unique)
+    scaling = thread_scaling(photos, args.image_size)
     img2dataset, why = ensure_venv(workdir, "img2dataset", "img2dataset==1.47.0")
     env = {**os.environ, **NO_NETWORK_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
     server = PhotoServer(photos, args.latency).start()
@@ -164,6 +181,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs ==")
     print(f"{'tool':26} {'files/s':>8} {'wall s':>7} {'CPU s':>7} {'files':>6} {'stored MB':>10} {'peak RSS':>9} {'tree MB':>8}")
     print("\n".join(lines))
+    print(f"decode+resize+encode alone (io/images.prepare, draft on): {scaling}")
     print("whole-process figures: wall from fork to exit, CPU of the whole process tree, peak RSS of the largest process (MB)")
 
 

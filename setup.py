@@ -23,6 +23,7 @@ setup(
         "aiohttp>=3.13.3,<4",
         "google-cloud-storage>=2.14,<4",
         "fastavro>=1.9,<2",
+        "Pillow>=11.2,<13",
     ],
     extras_require={
         "test": [

@@ -155,6 +155,7 @@ class Measured:
     peak_rss_mb: float  # ru_maxrss: the largest single process of the tree
     tree_rss_mb: float  # sampled sum over the process tree
     code: int
+    cpu_seconds: float = 0.0  # user + system time of the tool and every descendant it waited for (wait4's rusage)
 
 
 TIME = shutil.which("time", path="/usr/bin:/bin")  # GNU time: a tiny C parent, so its child's ru_maxrss is the tool's own
@@ -198,7 +199,7 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float, log: Path,
         peak_kib = int(maxrss_file.read_text().split()[-1])
     except (OSError, ValueError, IndexError):
         pass
-    return Measured(seconds, peak_kib / 1024, tree_peak / MIB, process.returncode)
+    return Measured(seconds, peak_kib / 1024, tree_peak / MIB, process.returncode, usage.ru_utime + usage.ru_stime)
 
 
 def ensure_venv(workdir: Path, name: str, requirement: str) -> tuple[Path | None, str]:

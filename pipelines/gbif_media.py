@@ -40,6 +40,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     opts = options.view_as(GbifMediaOptions)
     if not opts.output:
         raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
+    stages.image_settings(opts)  # a bad image option is refused before a source sends its first request
     source = stages.read_media(opts)
     records = pipeline | "ReadMedia" >> source
     usable = records | "FilterMedia" >> stages.filter_media(opts)
@@ -118,6 +119,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         if is_dry_run(options):
+            stages.image_settings(opts)  # bad image options are refused even when only the plan is printed
             print(describe_plan(opts))
             if not runs_remotely(options):
                 return 0

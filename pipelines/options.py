@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.core.errors import OptionError
+from beam_gbif.core.image_geometry import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_RESIZE_MODE
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MEDIA_TYPES
 from beam_gbif.core.split_rules import check_ratios_sum, check_split_name
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL
@@ -170,6 +171,27 @@ class GbifMediaOptions(PipelineOptions):
         add("--allow_private_hosts", type=parse_bool, nargs="?", const=True, default=False,
             help="Also allow media hosts on loopback and private addresses (local tests only); never link-local or cloud metadata.")
         add("--gbif_api_concurrency", type=int, default=4, help="Search requests in flight to the GBIF API.")
+        # Images (names as img2dataset's where it has one)
+        add("--image_size", type=int, default=None,
+            help="Target size in pixels; every stored image is then re-encoded (upright, no metadata). Default: originals kept.")
+        add("--resize_mode", default=DEFAULT_RESIZE_MODE,
+            help="no, keep_ratio (smaller side to --image_size), keep_ratio_largest (larger side), center_crop, border.")
+        add("--resize_only_if_bigger", type=parse_bool, nargs="?", const=True, default=True,
+            help="Never scale an image up (default true).")
+        add("--min_image_size", type=int, default=0,
+            help="Images whose smaller side is under this many pixels get FILTERED_TOO_SMALL (0: off).")
+        add("--max_aspect_ratio", type=float, default=0.0,
+            help="Images whose longer/shorter side is above this get FILTERED_ASPECT_RATIO (0: off).")
+        add("--encode_format", default="jpg", help="Format of re-encoded images: jpg, webp or png.")
+        add("--encode_quality", type=int, default=95, help="JPEG/WebP quality of re-encoded images, 1-100.")
+        add("--validate_images", type=parse_bool, nargs="?", const=True, default=True,
+            help="Decode every image body; one that does not decode gets FAILED_DECODE (default true).")
+        add("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+            help="Images whose header claims more pixels get FAILED_DECODE, never decoded.")
+        add("--strip_metadata", type=parse_bool, nargs="?", const=True, default=False,
+            help="Also remove EXIF/XMP/GPS from originals stored without resizing (orientation kept).")
+        add("--source_size", default="auto",
+            help="auto, original, large, medium, small: fetch a smaller published version where a host has one.")
 
 
 _ALIASES = {"--label": "--label_field"}

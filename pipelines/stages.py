@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_gbif.io.dwca.meta import DwcaError
+from beam_gbif.io.images import ImageSettings
 from beam_gbif.io.manifest_files import has_manifest, same_root
 from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
 from beam_gbif.transforms.filtering import FilterMedia, FilterSettings
@@ -173,6 +174,24 @@ def download_settings(options: PipelineOptions) -> DownloadSettings:
         allow_private_hosts=bool(options.allow_private_hosts),
         user_agent=http_user_agent(options),
         scratch_dir=scratch_dir_for(options),
+        images=image_settings(options),
+    )
+
+
+def image_settings(options: PipelineOptions) -> ImageSettings:
+    options = options.view_as(GbifMediaOptions)
+    return ImageSettings(
+        image_size=options.image_size,
+        resize_mode=options.resize_mode,
+        resize_only_if_bigger=bool(options.resize_only_if_bigger),
+        min_image_size=options.min_image_size,
+        max_aspect_ratio=options.max_aspect_ratio,
+        encode_format=options.encode_format,
+        encode_quality=options.encode_quality,
+        validate_images=bool(options.validate_images),
+        max_image_pixels=options.max_image_pixels,
+        strip_metadata=bool(options.strip_metadata),
+        source_size=options.source_size,
     )
 
 

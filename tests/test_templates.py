@@ -74,6 +74,17 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "gbif_api_concurrency": (["4"], ["0"]),
     "user_agent": (["beam-gbif/0.1.0 (+https://github.com/beam-gbif/beam-gbif; me@example.org)"], ["", " leading-space", "tab\there"]),
     "dry_run": (["true", "True", "1"], ["false", "0", "maybe"]),
+    "image_size": (["256", "1", "1024"], ["0", "-1", "256px", "1.5", ""]),
+    "resize_mode": (["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"], ["crop", "KEEP_RATIO", ""]),
+    "resize_only_if_bigger": (["true", "false"], ["always"]),
+    "min_image_size": (["0", "64"], ["-1", "x", "1.5"]),
+    "max_aspect_ratio": (["0", "1", "2.5", "3"], ["0.5", "-1", "wide", "1/2"]),
+    "encode_format": (["jpg", "webp", "png"], ["jpeg", "gif", "JPG", ""]),
+    "encode_quality": (["1", "95", "100"], ["0", "101", "-5", "high"]),
+    "validate_images": (["true", "false"], ["strict"]),
+    "max_image_pixels": (["89478485", "1000"], ["0", "-1", "89M"]),
+    "strip_metadata": (["true", "false"], ["some"]),
+    "source_size": (["auto", "original", "large", "medium", "small"], ["tiny", "Large", ""]),
 }
 
 
@@ -190,11 +201,15 @@ def test_every_documented_example_passes_the_pipelines_own_validation() -> None:
             argv = ["--output=gs://b/p", f"--{name}={value}", *EXAMPLE_CONTEXT.get((name, value), [])]
             values = _parsed(argv)
             stages.check_options(make_options(argv))
-            if name in ("weighted_streams", "all_media", "allow_private_hosts", "prune"):
+            if name in ("weighted_streams", "all_media", "allow_private_hosts", "prune", "resize_only_if_bigger", "validate_images",
+                        "strip_metadata"):
                 assert values[name] == parse_bool(value)
 
 
-@pytest.mark.parametrize(("name", "value"), [("nb_samples", "0"), ("nb_samples_per_stream", "0"), ("timeout", "0"), ("licenses", "MIT")])
+@pytest.mark.parametrize(("name", "value"), [("nb_samples", "0"), ("nb_samples_per_stream", "0"), ("timeout", "0"), ("licenses", "MIT"),
+                                             ("image_size", "0"), ("image_size", "-3"), ("resize_mode", "crop"),
+                                             ("encode_format", "gif"), ("encode_quality", "101"), ("encode_quality", "0"),
+                                             ("max_aspect_ratio", "0.5"), ("source_size", "tiny")])
 def test_the_pipeline_refuses_what_the_template_refuses(name: str, value: str) -> None:
     assert not _accepts(PARAMETERS[name], value)
     with pytest.raises(OptionError):

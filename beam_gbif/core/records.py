@@ -32,6 +32,11 @@ class Status:
     FAILED_REFUSED = "FAILED_REFUSED"  # scheme or address not allowed
     FAILED_INVALID_URL = "FAILED_INVALID_URL"
     FAILED_WRITE = "FAILED_WRITE"
+    # Sniffs as an image but does not decode (cut or corrupt data), or its header claims more than --max_image_pixels.
+    FAILED_DECODE = "FAILED_DECODE"
+    # Refused by a size filter (--min_image_size, --max_aspect_ratio): no file, and not a failure to retry.
+    FILTERED_TOO_SMALL = "FILTERED_TOO_SMALL"
+    FILTERED_ASPECT_RATIO = "FILTERED_ASPECT_RATIO"
 
     @staticmethod
     def is_failure(status: str) -> bool:
@@ -115,6 +120,15 @@ class MediaRecord:
     sha256: str = ""
     content_type: str = ""
     error: str = ""
+    # Of the stored file (as displayed: upright); 0 when unknown (not an image Pillow reads).
+    width: int = 0
+    height: int = 0
+    # Of the fetched image, upright, and the bytes fetched; fetched_url: the last URL requested
+    # (a smaller published version, see core/source_sizes.py); ``url`` stays the published one.
+    original_width: int = 0
+    original_height: int = 0
+    original_bytes: int = 0
+    fetched_url: str = ""
 
     def __post_init__(self) -> None:
         if not self.basename:
@@ -141,6 +155,9 @@ class MediaRecord:
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MediaRecord))
+# What a download sets (a record before its download has their defaults).
+RESULT_FIELDS: tuple[str, ...] = ("status", "path", "bytes", "sha256", "content_type", "error", "width", "height",
+                                  "original_width", "original_height", "original_bytes", "fetched_url")
 
 
 def encode_record(record: MediaRecord) -> bytes:

@@ -10,14 +10,14 @@ from typing import Any
 
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.hashing import seeded_unit
-from beam_gbif.core.records import FIELD_NAMES, MediaRecord, has_control_character, is_reserved_name
+from beam_gbif.core.records import FIELD_NAMES, RESULT_FIELDS, MediaRecord, has_control_character, is_reserved_name
 
 SPLIT_PURPOSE = "random-subsets"
 CATCH_ALL = "*"
 
 _RECORD_FIELD_ALIASES = {"gbifid": "occurrence_key", "key": "occurrence_key", "occurrencekey": "occurrence_key", "format": "media_format"}
 # Fields fixed later in the pipeline or computed from others cannot route a stream.
-_NOT_ROUTABLE = frozenset({"split", "status", "path", "bytes", "sha256", "content_type", "error", "stream"})
+_NOT_ROUTABLE = frozenset({"split", "stream", *RESULT_FIELDS})
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 # A field getter: ("stream", index) reads record.stream[index]; ("record", name) reads an attribute.

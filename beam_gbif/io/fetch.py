@@ -22,9 +22,11 @@ from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.records import MediaRecord, Status, safe_label_dir
 from beam_gbif.core.sniff import MIME_BY_EXT
+from beam_gbif.core.source_sizes import MISSING_VERSION_STATUSES, source_candidates
 from beam_gbif.io.budget import ByteBudget, Lease, process_budget
 from beam_gbif.io.fetch_http import Failure, HttpFetcher, paused
 from beam_gbif.io.hosts import CircuitBreaker, ShardGate, host_shards, shard_share, url_host
+from beam_gbif.io.images import ImageSettings, Rejected, prepare
 from beam_gbif.io.safety import AddressPolicy, CheckedResolver, policy_for
 from beam_gbif.io.store import Store, StoreError, is_temp_name, store_for, temp_target
 
@@ -70,6 +72,7 @@ class DownloadSettings:
     circuit_threshold: int = 8
     circuit_cooldown: float = 2.0
     circuit_max_cooldown: float = 60.0
+    images: ImageSettings = ImageSettings()
 
     def __post_init__(self) -> None:
         if not self.output:
@@ -113,11 +116,12 @@ class FetchEngine:
     """Lives on the DoFn's event loop thread: fetching, gates, breakers, writes."""
 
     def __init__(self, settings: DownloadSettings, policy: AddressPolicy, store: Store, executor: ThreadPoolExecutor,
-                 resolver: CheckedResolver | None = None) -> None:
+                 resolver: CheckedResolver | None = None, image_executor: ThreadPoolExecutor | None = None) -> None:
         self.settings = settings
         self.policy = policy
         self.store = store
-        self.executor = executor
+        self.executor = executor  # writes, hashing, listings: I/O-bound
+        self.image_executor = image_executor or executor  # decode/resize/encode: CPU-bound (see io/images.py)
         self.shards = host_shards(settings.per_host_concurrency)
         self.http = HttpFetcher(settings, policy, resolver)
         self.gates: dict[tuple[str, int], ShardGate] = {}
@@ -191,23 +195,51 @@ class FetchEngine:
         return breaker
 
     async def _download(self, record: MediaRecord, key: tuple[str, int], folder: str) -> tuple[MediaRecord, int]:
+        images = self.settings.images
         gate = self._gate(key)
+        candidates = source_candidates(record.url, images.source_size, images.image_size, images.resize_mode)
+        missing: list[str] = []  # smaller versions the host does not have, in the order tried
+        attempts = 0
         async with gate.semaphore:
-            try:
-                fetched = await self._fetch_with_retries(record, gate, self._health(key[0]))
-            except Failure as failure:
-                return failed(record, failure.status, failure.message), failure.attempts
+            for index, url in enumerate(candidates):
+                try:
+                    fetched = await self._fetch_with_retries(url, record.media_type, gate, self._health(key[0]))
+                    break
+                except Failure as failure:
+                    attempts += failure.attempts
+                    note = f"{url}: {failure.message}"
+                    if index + 1 < len(candidates) and failure.http_status in MISSING_VERSION_STATUSES:
+                        missing.append(note)  # this version is not published: fall back to the next URL
+                        continue
+                    return failed(record, failure.status, "; ".join([*missing, note]), fetched_url=url), attempts
+        attempts += fetched.attempts
         # The host slot is free again; the worker slot and the body's bytes stay held until the
         # file is written, so bodies waiting for a writer count toward both limits.
-        rel = f"{folder}/{record.basename}.{fetched.ext}"
+        result = record.replace(fetched_url=url, original_bytes=len(fetched.body),
+                                error="; ".join(f"{note} (fell back to the published URL)" for note in missing))
         try:
-            size, sha = await self._run(self.write, rel, fetched.body, fetched.mime)
-        except Exception as exc:  # noqa: BLE001 - any store error is a write failure
-            return failed(record, Status.FAILED_WRITE, f"cannot write {self.store.uri(rel)}: {exc}"), fetched.attempts
+            return await self._store_body(result, folder, fetched), attempts
         finally:
             fetched.lease.release()
-        return record.replace(status=Status.DOWNLOADED, path=rel, bytes=size, sha256=sha, content_type=fetched.mime,
-                              error=""), fetched.attempts
+
+    async def _store_body(self, record: MediaRecord, folder: str, fetched: Fetched) -> MediaRecord:
+        """Prepares the image (decode check, resize: a CPU pool) and writes it; the result record."""
+        try:
+            ready = await asyncio.get_running_loop().run_in_executor(
+                self.image_executor, prepare, fetched.body, fetched.ext, fetched.mime, self.settings.images)
+        except Rejected as rejected:
+            return failed(record, rejected.status, rejected.message, fetched_url=record.fetched_url,
+                          original_bytes=record.original_bytes)
+        fetched.body = b""  # the original is no longer needed: only the stored bytes are held from here on
+        rel = f"{folder}/{record.basename}.{ready.ext}"
+        try:
+            size, sha = await self._run(self.write, rel, ready.body, ready.mime)
+        except Exception as exc:  # noqa: BLE001 - any store error is a write failure
+            return failed(record, Status.FAILED_WRITE, f"cannot write {self.store.uri(rel)}: {exc}",
+                          fetched_url=record.fetched_url, original_bytes=record.original_bytes)
+        return record.replace(status=Status.DOWNLOADED, path=rel, bytes=size, sha256=sha, content_type=ready.mime,
+                              width=ready.width, height=ready.height, original_width=ready.original_width,
+                              original_height=ready.original_height)
 
     def write(self, rel: str, body: bytes, mime: str) -> tuple[int, str]:
         """Writes ``body`` at ``rel``; (size, sha256) of the file that is there afterwards."""
@@ -217,10 +249,10 @@ class FetchEngine:
         # A create-only write kept an object another attempt wrote first: describe what it holds, not what we sent.
         return self.store.describe(rel)
 
-    async def _fetch_with_retries(self, record: MediaRecord, gate: ShardGate, health: CircuitBreaker) -> Fetched:
+    async def _fetch_with_retries(self, raw_url: str, media_type: str, gate: ShardGate, health: CircuitBreaker) -> Fetched:
         s = self.settings
         try:
-            url = URL(record.url.strip())
+            url = URL(raw_url.strip())
         except (ValueError, TypeError) as exc:
             raise Failure(Status.FAILED_INVALID_URL, f"invalid URL: {exc}") from None
         attempt = timeouts = 0
@@ -229,10 +261,10 @@ class FetchEngine:
             async with clock:
                 while True:
                     attempt += 1
-                    await self._wait_for_host(health, clock, record.url, attempt)
+                    await self._wait_for_host(health, clock, raw_url, attempt)
                     lease = await self._queue_for_request(gate, clock)
                     try:
-                        body, ext, mime = await self.http.attempt(url, record.media_type, health, clock, lease)
+                        body, ext, mime = await self.http.attempt(url, media_type, health, clock, lease)
                     except BaseException as exc:
                         lease.release()
                         if not isinstance(exc, Failure):
@@ -299,7 +331,9 @@ class Fetched:
     lease: Lease
 
 
-def failed(record: MediaRecord, status: str, error: str) -> MediaRecord:
-    return record.replace(status=status, error=error, path="", bytes=0, sha256="", content_type="")
+def failed(record: MediaRecord, status: str, error: str, fetched_url: str = "", original_bytes: int = 0) -> MediaRecord:
+    """``record`` without a file: ``status`` (a failure or a filter) and why."""
+    return record.replace(status=status, error=error, path="", bytes=0, sha256="", content_type="", width=0, height=0,
+                          original_width=0, original_height=0, original_bytes=original_bytes, fetched_url=fetched_url)
 
 

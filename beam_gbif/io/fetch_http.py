@@ -32,8 +32,9 @@ RETRYABLE_HTTP = frozenset({408, 425, 429})
 
 class Failure(Exception):
     def __init__(self, status: str, message: str, retryable: bool = False, retry_after: float | None = None,
-                 attempts: int = 0, host_signal: bool = False) -> None:
+                 attempts: int = 0, host_signal: bool = False, http_status: int = 0) -> None:
         super().__init__(message)
+        self.http_status = http_status  # the final answer's code, 0 if none came
         self.status = status
         self.message = message
         self.retryable = retryable
@@ -167,7 +168,7 @@ class HttpFetcher:
             host_signal = response.status >= 500 or response.status == 429
             raise Failure(Status.FAILED_HTTP, f"HTTP {response.status} {response.reason or ''}".strip(),
                           retryable=host_signal or response.status in RETRYABLE_HTTP, host_signal=host_signal,
-                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                          retry_after=parse_retry_after(response.headers.get("Retry-After")), http_status=response.status)
         if response.content_length is not None and response.content_length > s.max_bytes:
             raise Failure(Status.FAILED_TOO_LARGE, f"Content-Length {response.content_length} exceeds --max_bytes {s.max_bytes}")
         body = await self._read_body(response, state)

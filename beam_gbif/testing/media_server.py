@@ -20,6 +20,13 @@ Routes (``<name>`` is any file-name-like string; the body is unique and determin
     /oversize_stream/<nbytes>/<name>.jpg       the same, chunked (no Content-Length): the limit must hold while streaming
     /redirect/<n>/<name>.jpg                   a chain of n 301s ending at /media/<name>.jpg
     /redirect_to?location=<url>                one 301 to any location (ftp://..., http://127.0.0.2:PORT/...)
+    /gen/<name>.<jpg|png|webp>?w=&h=&orientation=&gps=1&mode=&cut=F
+                                               a real picture (testing/images.py) of w × h as displayed, stored for an EXIF
+                                               orientation, with GPS tags, in a mode (RGB, L, CMYK, P, PA, RGBA); ``cut``: only
+                                               that fraction of the body, with a matching Content-Length (sniffs, does not decode)
+    /bomb/<name>.png                           a tiny PNG whose header claims 100,000 × 100,000 pixels
+    /photos/<status>-<id>/<version>.jpg        published sizes as iNaturalist's: original 2000 × 1500, large 1024, medium 500,
+                                               small 240 (longer side); status > 0: every version but the original answers it
 
 Run it as a separate process (benchmarks, demos): ``python -m beam_gbif.testing.media_server --port 8080 --latency 0.05``.
 """
@@ -40,6 +47,7 @@ from typing import Any
 from aiohttp import web
 
 from beam_gbif.core.sniff import MIME_BY_EXT
+from beam_gbif.testing.images import bomb_png, make_image
 from beam_gbif.testing.serving import AppThread
 
 # 1×1 images written by Pillow once, embedded so the package needs no imaging library.
@@ -63,6 +71,8 @@ _TIFF_1PX = bytes.fromhex(
 )
 
 DEFAULT_IMAGE_BYTES = 12_000
+# /photos/...: the longer side of each published version (iNaturalist's sizes; the original is larger than all).
+PHOTO_VERSION_SIDES = {"original": 2000, "large": 1024, "medium": 500, "small": 240}
 
 
 def _filler(name: str, size: int) -> bytes:
@@ -219,6 +229,9 @@ class MediaServer:
         r.add_get(r"/oversize_stream/{nbytes:\d+}/{name}.jpg", self._oversize_stream)
         r.add_get(r"/redirect/{n:\d+}/{name}.jpg", self._redirect)
         r.add_get(r"/redirect_to", self._redirect_to)
+        r.add_get(r"/gen/{name}.{ext:jpg|png|webp}", self._generated)
+        r.add_get(r"/bomb/{name}.png", self._bomb)
+        r.add_get(r"/photos/{status:\d+}-{id:\d+}/{version:original|large|medium|small}.jpg", self._photo_version)
         return app
 
     def _image(self, request: web.Request, ext: str = "jpg", content_type: str | None = None) -> web.Response:
@@ -318,6 +331,25 @@ class MediaServer:
 
     async def _redirect_to(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPMovedPermanently(location=request.query["location"])
+
+    async def _generated(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        ext = request.match_info["ext"]
+        data = make_image(int(q.get("w", 64)), int(q.get("h", 48)), ext, q.get("mode", "RGB"), int(q.get("orientation", 1)),
+                          q.get("gps") == "1")
+        if "cut" in q:
+            data = data[:int(len(data) * float(q["cut"]))]
+        return web.Response(body=data, content_type=MIME_BY_EXT[ext])
+
+    async def _bomb(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=bomb_png(), content_type="image/png")
+
+    async def _photo_version(self, request: web.Request) -> web.StreamResponse:
+        version, status = request.match_info["version"], int(request.match_info["status"])
+        if version != "original" and status:
+            return web.Response(status=status, text=f"no {version} version\n")
+        side = PHOTO_VERSION_SIDES[version]
+        return web.Response(body=make_image(side, side * 3 // 4), content_type="image/jpeg")
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> MediaServer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,8 +52,12 @@ class _DownloadFn(beam.DoFn):
         self._store = store_for(self.output, fsync=self.settings.fsync)
         threads = self.settings.write_threads if self._store.is_local else max(64, self.settings.write_threads)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="beam-gbif-write")
+        # Decode/resize is CPU-bound: one thread per core (Pillow releases the GIL), apart from the
+        # I/O-bound writers, so a decoded image per thread is all the pixels held at once.
+        image_threads = self.settings.images.image_threads or os.cpu_count() or 2
+        self._image_executor = ThreadPoolExecutor(image_threads, thread_name_prefix="beam-gbif-image")
         self._loop = asyncio.new_event_loop()
-        self._engine = FetchEngine(self.settings, self.policy, self._store, self._executor)
+        self._engine = FetchEngine(self.settings, self.policy, self._store, self._executor, image_executor=self._image_executor)
         if not self.settings.session_per_bundle:
             self._loop.run_until_complete(self._engine.open())
         self._progress = DownloadProgress(self.settings.progress_interval)
@@ -125,6 +130,7 @@ class _DownloadFn(beam.DoFn):
             pass
         loop.close()
         self._executor.shutdown(wait=True)
+        self._image_executor.shutdown(wait=True)
         self._loop = None
 
 

@@ -41,6 +41,9 @@ class DownloadProgress:
             self._inc("media_bytes_downloaded", record.bytes)
         elif record.status == Status.SKIPPED_EXISTING:
             self._inc("media_skipped_existing")
+        elif record.status.startswith("FILTERED"):  # a size filter's choice, not a failure
+            self._inc("media_filtered")
+            self._inc(f"media_{record.status.lower()}")
         else:
             self._inc("media_failed")
             self._inc(f"media_{record.status.lower()}")

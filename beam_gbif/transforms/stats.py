@@ -21,7 +21,9 @@ from beam_gbif.io.store import join_uri, write_whole
 
 STATS_FILE = "stats.json"
 # records: manifest rows, kept_from_earlier_run included (files not selected by this run, still in the dataset).
-_TOTALS = ("records", "files", "failed", "kept_from_earlier_run", "bytes", "bytes_downloaded")
+# bytes_fetched: bodies fetched by this run (originals, before resizing); bytes_stored: the files this run wrote.
+_TOTALS = ("records", "files", "failed", "filtered", "kept_from_earlier_run", "bytes", "bytes_downloaded", "bytes_fetched",
+           "bytes_stored")
 _BREAKDOWNS = ("by_status", "by_split", "by_label", "by_license", "by_source")
 
 
@@ -48,6 +50,10 @@ class StatsCombineFn(beam.CombineFn):
             accumulator[("files_by_split_label", record.split, record.label)] += 1
         if record.status == Status.DOWNLOADED:
             accumulator["bytes_downloaded"] += record.bytes
+            accumulator["bytes_stored"] += record.bytes
+        accumulator["bytes_fetched"] += record.original_bytes
+        if record.status.startswith("FILTERED"):
+            accumulator["filtered"] += 1
         if record.status == Status.KEPT_FROM_EARLIER_RUN:
             accumulator["kept_from_earlier_run"] += 1
         if Status.is_failure(record.status):
@@ -197,16 +203,18 @@ def format_summary(stats: Mapping[str, Any]) -> str:
     seconds = stats.get("seconds")
     timing = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     records, files, failed = stats.get("records", 0), stats.get("files", 0), stats.get("failed", 0)
-    kept = stats.get("kept_from_earlier_run", 0)
+    kept, filtered = stats.get("kept_from_earlier_run", 0), stats.get("filtered", 0)
     bytes_now, bytes_total = _human_bytes(stats.get("bytes_downloaded", 0)), _human_bytes(stats.get("bytes", 0))
     also_kept = f" + {kept} kept from earlier runs" if kept else ""
     lines = [
-        f"beam-gbif: {records - kept} records{also_kept}{timing}: {files} files in the dataset, {failed} failed",
+        f"beam-gbif: {records - kept} records{also_kept}{timing}: {files} files in the dataset, {failed} failed"
+        + (f", {filtered} filtered" if filtered else ""),
         f"  status:   {_counts_line(stats.get('by_status', {}))}",
         f"  split:    {_counts_line(stats.get('by_split', {}))}",
         f"  label:    {_counts_line(stats.get('by_label', {}))}",
         f"  licence:  {_counts_line(stats.get('by_license', {}))}",
-        f"  bytes:    {bytes_total} in the dataset, {bytes_now} downloaded now",
+        f"  bytes:    {bytes_total} in the dataset, {bytes_now} downloaded now (fetched "
+        f"{_human_bytes(stats.get('bytes_fetched', 0))}, stored {_human_bytes(stats.get('bytes_stored', 0))})",
     ]
     counters = {name: value for name, value in stats.get("counters", {}).items() if value}
     if counters:

@@ -38,7 +38,7 @@ from apache_beam.metrics import Metrics
 from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.licenses import normalize_license
-from beam_gbif.core.records import DEFAULT_MEDIA_TYPE, MediaRecord, Status
+from beam_gbif.core.records import DEFAULT_MEDIA_TYPE, RESULT_FIELDS, MediaRecord, Status
 from beam_gbif.io.manifest_files import manifest_pattern
 from beam_gbif.transforms.sources.list_rows import MAX_LINE_CHARS, Lines, Row, open_text, printable, read_rows
 from beam_gbif.transforms.sources.media_items import field_value
@@ -56,8 +56,7 @@ _URL_COLUMNS = ("url", "identifier")
 _KEY_COLUMNS = ("occurrence_key", "gbifID", "key", "occurrenceKey")
 _LOGGED_BAD_ROWS = 50  # per worker; the counter has the full number
 # What a download sets, with MediaRecord's own defaults (a record before its download).
-_RESULT_FIELDS = ("status", "path", "bytes", "sha256", "content_type", "error")
-_RESULT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MediaRecord) if f.name in _RESULT_FIELDS}
+_RESULT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MediaRecord) if f.name in RESULT_FIELDS}
 
 
 def synthetic_occurrence_key(url: str) -> int:

@@ -17,7 +17,8 @@ subprocess on the same URL list (one URL per line, all on one local host) into a
   * gbif-dl 0.1.1 (``dl_async.download`` defaults) and img2dataset (files, no resize), each in its own venv
     under --workdir, installed from PyPI on first use (a failed install is a row saying why).
 
-Rounds are interleaved (round 1 of every tool, then round 2, ...); the table gives the median over rounds.
+Rounds are interleaved (round 1 of every tool, then round 2, ...), each after an ``os.sync()`` so that the previous
+run's writeback does not land on it; the table gives the median over rounds.
 What each figure measures:
 
   * files/s and wall s: WHOLE-PROCESS figures, from fork to exit: interpreter start, imports, pipeline
@@ -33,8 +34,9 @@ What each figure measures:
 
 Case "big" (issue 10, section 1: the memory ceiling): --big_urls (2,000) bodies of --big_bytes (8 MiB) on one
 host, beam-gbif CLI at --max_concurrency 256 --per_host_concurrency 256, plus --max_buffer_bytes (1 GiB) when
-the CLI's --help lists that option. It reports the whole job's peak RSS (largest of the ru_maxrss figure and the
-sampled tree sum) against the budget + 400 MiB. The raw aiohttp + temp/rename client runs beside it as a
+the CLI's --help lists that option (else the row says "(--max_buffer_bytes not supported by this build)"). It
+reports the whole job's peak RSS (largest of the ru_maxrss figure and the sampled tree sum) against the budget
++ 400 MiB. The raw aiohttp + temp/rename client runs beside it as a
 reference (it holds every body in flight: about concurrency x 8 MiB). The output folder is deleted after every
 run (2,000 x 8 MiB = 16 GiB of writes). The 8 MiB bodies come from a small server in this script that sends one
 prebuilt JPEG (``jpeg_bytes``) in 1 MiB writes: the project's media server builds each body per request
@@ -390,6 +392,7 @@ def run_rounds(rows: list[Row], rounds: int, server: TimedMediaServer | BodyServ
             out = workdir / "out" / case / tool.key
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
+            os.sync()  # the previous run's writeback and deletions do not land on this one
             log = workdir / f"{case}-{re.sub(r'[^A-Za-z0-9.-]+', '_', tool.key)}-round{index + 1}.log"
             print(f"[{case}] round {index + 1}/{rounds}: {tool.name} ...", flush=True)
             server.reset_hits()

@@ -24,6 +24,7 @@ from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MEDI
 from beam_gbif.core.split_rules import check_ratios_sum, check_split_name
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL
 from beam_gbif.io.option_files import json_or_file, shown
+from pipelines.console import LOG_LEVELS
 
 
 def parse_bool(value: Any) -> bool:
@@ -170,9 +171,13 @@ class GbifMediaOptions(PipelineOptions):
         add("--allow_private_hosts", type=parse_bool, nargs="?", const=True, default=False,
             help="Also allow media hosts on loopback and private addresses (local tests only); never link-local or cloud metadata.")
         add("--gbif_api_concurrency", type=int, default=4, help="Search requests in flight to the GBIF API.")
+        # Console
+        add("--log_level", default=None, choices=LOG_LEVELS,
+            help="What the console shows; default: the read plan, progress, the summary, warnings and errors. info adds "
+                 "details (retries), debug adds Apache Beam's own lines and tracebacks. -v is debug, -q is warning.")
 
 
-_ALIASES = {"--label": "--label_field"}
+_ALIASES = {"--label": "--label_field", "-v": "--log_level=debug", "-q": "--log_level=warning"}
 _DRY_RUN = "--dry_run"
 
 

@@ -74,6 +74,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "gbif_api_concurrency": (["4"], ["0"]),
     "user_agent": (["beam-gbif/0.1.0 (+https://github.com/beam-gbif/beam-gbif; me@example.org)"], ["", " leading-space", "tab\there"]),
     "dry_run": (["true", "True", "1"], ["false", "0", "maybe"]),
+    "log_level": (["debug", "info", "warning", "error"], ["DEBUG", "verbose", "notice", ""]),
 }
 
 

@@ -19,6 +19,7 @@ from apache_beam.runners.runner import PipelineState
 from beam_gbif.core.errors import OptionError
 from beam_gbif.io.leftovers import remove_leftovers
 from beam_gbif.io.store import store_for
+from beam_gbif.transforms.card import write_card
 from beam_gbif.transforms.live_bars import live_bars
 from beam_gbif.transforms.spill import remove_spill_folders
 from beam_gbif.transforms.stats import finalize_stats, format_summary, metric_counters
@@ -50,7 +51,10 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     rejected = getattr(source, "rejected", None)
     if rejected is not None:  # rows a source could not read: already failed, straight to the manifest
         results = (results, rejected) | "WithUnreadableRows" >> beam.Flatten()
-    manifest = results | "WriteManifest" >> stages.write_manifest(opts, cited=getattr(source, "citations", None))
+    manifest = results | "WriteManifest" >> stages.write_manifest(opts, cited=getattr(source, "citations", None),
+                                                                         streams=sampler.stream_stats)
+    if runs_remotely(options):  # a local run() writes the card after the pipeline, with the run's counters and time
+        manifest | "WriteCard" >> stages.write_card(options)
     return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest,
             "stream_stats": sampler.stream_stats}
 
@@ -133,6 +137,7 @@ def _run(options: PipelineOptions, opts: GbifMediaOptions, argv: Sequence[str]) 
         if not runs_remotely(options):
             remove_spill_folders(pipeline)
     stats = finalize_stats(opts.output, metric_counters(result), time.monotonic() - started)
+    write_card(opts.output, stats, stages.card_facts(options, argv))
     print(format_summary(stats))
     return 0 if result.state == PipelineState.DONE else 1
 

@@ -143,6 +143,11 @@ def _run(options: PipelineOptions, opts: GbifMediaOptions, argv: Sequence[str]) 
 
 
 def main() -> None:
+    """The ``beam-gbif`` command: ``beam-gbif inspect OUTPUT [--verify]``, else a run."""
+    if sys.argv[1:2] == ["inspect"]:
+        from pipelines import inspect
+
+        sys.exit(inspect.run(sys.argv[2:]))
     sys.exit(run())
 
 

@@ -8,6 +8,7 @@ workers, which never switch them on) ``bar`` returns None and the DoFn logs its 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -47,8 +48,10 @@ def bar(phase: str, unit: str = "files") -> Any | None:
         if phase not in _bars:
             from tqdm import tqdm  # only a terminal run needs it
 
+            # shutil's size falls back to 80x24 where a terminal reports 0x0 (a new pseudo-terminal): tqdm would draw nothing.
+            size = shutil.get_terminal_size()
             _bars[phase] = tqdm(desc=phase, unit=unit, unit_scale=False, file=sys.stderr, position=len(_bars),
-                                bar_format=_FORMAT_NO_TOTAL, dynamic_ncols=True, leave=True)
+                                bar_format=_FORMAT_NO_TOTAL, ncols=size.columns, nrows=size.lines, leave=True)
         return _bars[phase]
 
 

@@ -83,13 +83,17 @@ def logging_for(level: str | None) -> Iterator[None]:
         own.setLevel(saved[1])
 
 
-def check_output(output: str) -> None:
-    """A local ``--output`` must be a folder this process can create and write (bad usage otherwise, before any work);
-    a gs:// one needs credentials (else Beam retries for a minute, then goes on anonymously and fails later)."""
+def check_credentials(output: str) -> None:
+    """A gs:// ``--output`` needs Google Cloud credentials; checked before anything lists it (Beam would retry for a
+    minute, then go on anonymously and fail later)."""
     if output.startswith("gs://") and not os.environ.get("STORAGE_EMULATOR_HOST"):
         import google.auth  # raises DefaultCredentialsError: describe_error names the fix
 
         google.auth.default()
+
+
+def check_output(output: str) -> None:
+    """A local ``--output`` must be a folder this process can create and write (bad usage otherwise, before any download)."""
     if not output or "://" in output:
         return
     path = os.path.abspath(os.path.expanduser(output))

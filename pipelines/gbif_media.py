@@ -24,7 +24,7 @@ from beam_gbif.transforms.live_bars import live_bars
 from beam_gbif.transforms.spill import remove_spill_folders
 from beam_gbif.transforms.stats import finalize_stats, format_summary, metric_counters
 from pipelines import stages
-from pipelines.console import check_output, describe_error, logging_for
+from pipelines.console import check_credentials, check_output, describe_error, logging_for
 from pipelines.options import GbifMediaOptions, is_dry_run, normalize_argv, runs_remotely, source_kind
 
 # The FnApiRunner is the DirectRunner's in-process engine. Naming it directly skips the
@@ -121,9 +121,10 @@ def _run(options: PipelineOptions, opts: GbifMediaOptions, argv: Sequence[str]) 
         print(describe_plan(opts))
         if not runs_remotely(options):
             return 0
-    check_output(opts.output)
+    check_credentials(opts.output or "")
     pipeline = beam.Pipeline(options=options)
     build(pipeline, options)
+    check_output(opts.output)  # after build() has checked every option: a bad option leaves no folder behind
     if not is_dry_run(options):
         # Before any writer of this run starts: a killed run's temp folders and files look like a running one's.
         remove_leftovers(store_for(opts.output))

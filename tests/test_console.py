@@ -63,13 +63,15 @@ def _run_in_pty(command: list[str], cwd: Path) -> tuple[int, str]:
     return process.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
 
 
-def test_a_terminal_shows_a_live_download_bar_that_ends_at_n_of_n(tmp_path: Path) -> None:
+def test_a_terminal_shows_live_reading_and_download_bars_ending_at_n_of_n(tmp_path: Path) -> None:
     code, drawn = _run_in_pty(_demo_command(tmp_path / "out"), tmp_path)
     assert code == 0, drawn
     assert "downloading:" in drawn and "\r" in drawn, drawn
     final = [part for part in drawn.replace("\n", "\r").split("\r") if part.startswith("downloading:")][-1]
     assert "150/150 files" in final and "files/s" in final and "0 failed" in final and "MB" in final, final
     assert "download: " not in drawn, "the bar replaces the periodic log line"
+    reading = [part for part in drawn.replace("\n", "\r").split("\r") if part.startswith("reading GBIF:")][-1]
+    assert reading.startswith("reading GBIF: 214 occurrences") and "occurrences/s" in reading, reading
 
 
 def _error_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -111,7 +113,8 @@ def test_an_output_that_cannot_be_a_folder_is_bad_usage_in_one_line(tmp_path: Pa
             pytest.skip("running as a user who can write anywhere (root)")
     assert run([f"--gbif_api_url={UNREACHABLE_API}", '--query={"speciesKey": [1]}', f"--output={output}"]) == 2
     lines = _error_lines(capsys)
-    assert len(lines) == 1 and lines[0].startswith(f"beam-gbif: error: --output {output}:"), lines
+    assert len(lines) == 1 and lines[0].startswith("beam-gbif: error: --output") and str(output) in lines[0], lines
+    assert "not a folder" in lines[0] if where == "file" else "cannot write there" in lines[0]
 
 
 def test_an_output_under_a_file_is_bad_usage_even_as_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,4 +146,4 @@ def test_debug_shows_the_traceback_and_v_q_are_levels(tmp_path: Path, capsys: py
     assert run([f"--gbif_api_url={UNREACHABLE_API}", '--query={"speciesKey": [1]}', f"--output={tmp_path / 'a_file'}",
                 "--log_level=debug"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.rstrip().endswith("(it is created if missing)")
+    assert "Traceback" in err and err.rstrip().endswith("exists and is not a folder")

@@ -77,3 +77,10 @@ def advance(shown: Any, failed: bool, nbytes: int) -> None:
 
 def _megabytes(count: int) -> str:
     return f"{count / 1e6:.1f} MB"
+
+
+def tick(phase: str, count: int, unit: str) -> None:
+    """``count`` more items read in ``phase`` (total unknown: done and rate); nothing when bars are off."""
+    shown = bar(phase, unit)
+    if shown is not None:
+        shown.update(count)

@@ -32,6 +32,7 @@ from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifClient
 from beam_gbif.io.gbif.planner import plan_reads
 from beam_gbif.io.gbif.planning import DEFAULT_MARGIN, PageRequest, PageStat, ReadPlan, stream_label
+from beam_gbif.transforms.live_bars import tick
 from beam_gbif.transforms.sources.media_items import media_records
 
 _log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class _FetchPagesFn(beam.DoFn):
         self._retries.inc(self._client.retries - retries_before)
         self._pages.inc()
         self._occurrences.inc(len(results))
+        tick("reading GBIF", len(results), "occurrences")
         usable = 0
         dropped_on_page: Counter = Counter()
         settings = self._settings

@@ -112,6 +112,8 @@ def test_dataflow_runner_translates_every_source_offline(translation: dict[str, 
         for stage in STAGES:
             assert stage in report["transforms"], f"{name}: {stage} missing from the Dataflow job"
         assert "WriteManifest/Stats/WriteStatsJson" in report["transforms"]
+        # No launcher waits for a Dataflow job: the job writes the dataset card itself, after stats.json.
+        assert "WriteCard/WriteCardFiles" in report["transforms"], name
         # Dataflow workers share no disk: their joins and de-duplication use Dataflow's own shuffle.
         assert not [t for t in report["transforms"] if "SpillToBuckets" in t], name
         shuffles = {"FilterMedia/DeduplicateUrls/GroupByUrl/GroupByKey", "DownloadMedia/GroupByHostShard/GroupByKey"}

@@ -238,5 +238,5 @@ def format_summary(stats: Mapping[str, Any]) -> str:
     for download in stats.get("gbif_downloads", []):
         lines.append(f"  cite:     {download.get('citation') or download.get('doi_url') or download['download']}")
     if output:
-        lines.append(f"  dataset:  {output}/  (manifest/*.avro, ATTRIBUTION.csv, stats.json)")
+        lines.append(f"  dataset:  {output}/  (README.md: the dataset card; manifest/*.avro, ATTRIBUTION.csv, stats.json)")
     return "\n".join(lines)

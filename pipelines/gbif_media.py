@@ -25,7 +25,7 @@ from beam_gbif.transforms.spill import remove_spill_folders
 from beam_gbif.transforms.stats import finalize_stats, format_summary, metric_counters
 from pipelines import stages
 from pipelines.console import check_credentials, check_output, describe_error, logging_for
-from pipelines.options import GbifMediaOptions, is_dry_run, normalize_argv, runs_remotely, source_kind
+from pipelines.options import GbifMediaOptions, check_argv, is_dry_run, normalize_argv, runs_remotely, source_kind
 
 # The FnApiRunner is the DirectRunner's in-process engine. Naming it directly skips the
 # DirectRunner's attempt to download the Prism binary, so local runs behave the same online
@@ -102,17 +102,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         print(usage())
         return 0
+    try:
+        check_argv(argv)
+    except OptionError as exc:
+        return _report(exc, debug=False)
     options = make_options(argv)
     opts = options.view_as(GbifMediaOptions)
     with logging_for(opts.log_level):
         try:
             return _run(options, opts, argv)
         except Exception as exc:  # noqa: BLE001 - a runner wraps the cause; name it in one or two lines
-            if opts.log_level == "debug":
-                traceback.print_exception(exc)
-            message, code = describe_error(exc)
-            print(f"beam-gbif: error: {message}", file=sys.stderr)
-            return code
+            return _report(exc, debug=opts.log_level == "debug")
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    """Prints the error as one or two lines (after its traceback when debugging); returns the exit code."""
+    if debug:
+        traceback.print_exception(exc)
+    message, code = describe_error(exc)
+    print(f"beam-gbif: error: {message}", file=sys.stderr)
+    return code
 
 
 def _run(options: PipelineOptions, opts: GbifMediaOptions, argv: Sequence[str]) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -175,6 +176,20 @@ class GbifMediaOptions(PipelineOptions):
         add("--log_level", default=None, choices=LOG_LEVELS,
             help="What the console shows; default: the read plan, progress, the summary, warnings and errors. info adds "
                  "details (retries), debug adds Apache Beam's own lines and tracebacks. -v is debug, -q is warning.")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that raises instead of printing its whole usage block and exiting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise OptionError(f"{message}; see beam-gbif --help")
+
+
+def check_argv(argv: Sequence[str]) -> None:
+    """beam-gbif's own flags parse (types, choices), or one OptionError line (Beam's parser would print a page of usage)."""
+    parser = _OneLineParser(add_help=False, allow_abbrev=False)
+    GbifMediaOptions._add_argparse_args(parser)
+    parser.parse_known_args(normalize_argv(argv))
 
 
 _ALIASES = {"--label": "--label_field", "-v": "--log_level=debug", "-q": "--log_level=warning"}

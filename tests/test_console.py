@@ -147,3 +147,13 @@ def test_debug_shows_the_traceback_and_v_q_are_levels(tmp_path: Path, capsys: py
                 "--log_level=debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().endswith("exists and is not a folder")
+
+
+@pytest.mark.parametrize(("flag", "cause"), [("--nb_samples=abc", "invalid int value: 'abc'"),
+                                             ("--log_level=loud", "invalid choice: 'loud'")])
+def test_a_flag_argparse_refuses_is_one_line_not_a_usage_page(tmp_path: Path, flag: str, cause: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([flag, f"--output={tmp_path / 'out'}"]) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and cause in lines[0] and lines[0].endswith("see beam-gbif --help"), lines
+    assert not (tmp_path / "out").exists()

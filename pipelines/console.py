@@ -18,6 +18,7 @@ from beam_gbif import NOTICE
 from beam_gbif.core.errors import OptionError
 from beam_gbif.io.gbif.client import GbifApiError
 from beam_gbif.io.store import StoreError
+from beam_gbif.transforms.live_bars import write_line
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = "notice"
@@ -49,6 +50,18 @@ class _PersonFormatter(logging.Formatter):
         return super().format(plain)
 
 
+class _AboveBarsHandler(logging.StreamHandler):
+    """Writes to stderr, above the live progress bars when a local run on a terminal draws them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if write_line(self.format(record)):
+                return
+        except Exception:  # noqa: BLE001 - logging must never fail a run; fall back to a plain write
+            pass
+        super().emit(record)
+
+
 def _not_a_stage_failure(record: logging.LogRecord) -> bool:
     """Beam logs a failing step with its traceback; run() names the cause in one line instead."""
     return not (record.exc_info and record.name.startswith("apache_beam"))
@@ -61,7 +74,7 @@ def logging_for(level: str | None) -> Iterator[None]:
     own_threshold, other_threshold = _THRESHOLDS[level]
     root, own = logging.getLogger(), logging.getLogger(_OWN_LOGGER)
     saved = (root.level, own.level)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _AboveBarsHandler(sys.stderr)
     handler.setFormatter(_PersonFormatter(debug=level == "debug"))
     if level != "debug":
         handler.addFilter(_not_a_stage_failure)

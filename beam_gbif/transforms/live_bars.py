@@ -48,9 +48,14 @@ def bar(phase: str, unit: str = "files") -> Any | None:
         if phase not in _bars:
             from tqdm import tqdm  # only a terminal run needs it
 
+            # Phases follow each other (downloads wait for the whole selection): the earlier bar ends at its final count.
+            for done in _bars.values():
+                done.close()
+            _bars.clear()
+
             # shutil's size falls back to 80x24 where a terminal reports 0x0 (a new pseudo-terminal): tqdm would draw nothing.
             size = shutil.get_terminal_size()
-            _bars[phase] = tqdm(desc=phase, unit=unit, unit_scale=False, file=sys.stderr, position=len(_bars),
+            _bars[phase] = tqdm(desc=phase, unit=unit, unit_scale=False, file=sys.stderr,
                                 bar_format=_FORMAT_NO_TOTAL, ncols=size.columns, nrows=size.lines, leave=True)
         return _bars[phase]
 
@@ -81,6 +86,17 @@ def _megabytes(count: int) -> str:
 
 def tick(phase: str, count: int, unit: str) -> None:
     """``count`` more items read in ``phase`` (total unknown: done and rate); nothing when bars are off."""
-    shown = bar(phase, unit)
+    shown = bar(phase, unit) if count else None
     if shown is not None:
         shown.update(count)
+
+
+def write_line(text: str) -> bool:
+    """Prints ``text`` above the live bars (a plain write would land inside a bar's line); False when no bar is drawn."""
+    with _lock:
+        if not _bars:
+            return False
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+    return True

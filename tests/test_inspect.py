@@ -58,3 +58,28 @@ def test_python_m_pipelines_inspect_and_a_folder_without_manifest(tmp_path: Path
     assert done.stderr.strip().splitlines() == [
         f"beam-gbif: error: {tmp_path} has no manifest/*.avro: not a beam-gbif dataset (or a run that never finished); "
         "name the --output of a run"]
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    from beam_gbif.testing.gcs_emulator import GcsEmulator
+
+    with GcsEmulator(bucket="beam-gbif-inspect") as emulator:
+        yield emulator
+
+
+@pytest.mark.timeout(120)
+def test_verify_a_dataset_on_gcs(gcs, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from beam_gbif.io.store import store_for
+
+    write_fake_dataset(tmp_path, files=12, labels=2)
+    store = store_for(f"gs://{gcs.bucket}/ds")
+    for path in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
+        store.write_atomic(str(path.relative_to(tmp_path)), path.read_bytes())
+    output = f"gs://{gcs.bucket}/ds"
+    assert inspect.run([output, "--verify"]) == 0
+    assert "12 records: 12 files in the dataset" in capsys.readouterr().out
+    gone = sorted(store.list("train"))[0]
+    store.delete(gone)
+    assert inspect.run([output, "--verify"]) == 1
+    assert f"  missing: {gone}" in capsys.readouterr().out

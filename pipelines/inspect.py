@@ -23,7 +23,7 @@ from beam_gbif.core.sniff import is_media_file_name
 from beam_gbif.io.manifest_files import has_manifest, read_manifest
 from beam_gbif.io.store import Store, store_for
 from beam_gbif.transforms.stats import StatsCombineFn, format_summary
-from pipelines.console import describe_error, logging_for
+from pipelines.console import LOG_LEVELS, describe_error, logging_for
 
 _SHOWN = 20  # paths listed per kind of problem; the counts are always whole
 
@@ -106,7 +106,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("output", help="The dataset root: a local folder or gs://bucket/prefix.")
     parser.add_argument("--verify", action="store_true", help="Check every file against its manifest row (exists, size, sha256).")
     parser.add_argument("--workers", type=int, default=16, help="Files checked at once.")
-    parser.add_argument("--log_level", default=None, choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log_level", default=None, choices=LOG_LEVELS)
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     with logging_for(args.log_level):
         try:

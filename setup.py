@@ -24,9 +24,13 @@ setup(
         "google-cloud-storage>=2.14,<4",
         "fastavro>=1.9,<2",
         "Pillow>=11.2,<13",
+        "tqdm>=4.66,<5",  # the live progress bar of local runs on a terminal
     ],
     extras_require={
+        # The dataset card's charts; without it the card has tables only.
+        "report": ["matplotlib>=3.8,<4"],
         "test": [
+            "matplotlib>=3.8,<4",  # so the charts are tested
             "pytest>=8,<10",
             "pytest-timeout>=2.3,<3",
             "hypothesis>=6.100,<7",

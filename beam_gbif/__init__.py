@@ -1,5 +1,6 @@
 """beam-gbif: GBIF occurrence media to machine-learning image datasets, with Apache Beam."""
 
+import logging
 import os
 
 __version__ = "0.1.0"
@@ -7,6 +8,10 @@ PROJECT_URL = "https://github.com/beam-gbif/beam-gbif"
 DEFAULT_USER_AGENT = f"beam-gbif/{__version__} (+{PROJECT_URL})"
 # Namespace of every Beam metric counter the pipeline reports (Dataflow UI, stats.json "counters").
 METRICS_NAMESPACE = "beam_gbif"
+# Between INFO and WARNING: the lines a person running beam-gbif reads at the default verbosity
+# (the read plan, download progress); INFO is for details such as retries (--log_level info).
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
 
 
 def cache_home() -> str:

@@ -73,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         media.stop()
     if code == 0:
-        print(f"beam-gbif demo: dataset in {output} (ImageFolder layout: split/label/sha1.ext), "
-              f"manifest in {output}/manifest, stats in {output}/stats.json")
+        print(f"beam-gbif demo: dataset in {output} (ImageFolder layout: split/label/sha1.ext); "
+              f"open {output}/README.md, its card; check it with: beam-gbif inspect {output} --verify")
     sys.exit(code)
 
 

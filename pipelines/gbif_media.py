@@ -7,10 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import re
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -18,13 +17,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineState
 
 from beam_gbif.core.errors import OptionError
-from beam_gbif.io.gbif.client import GbifApiError
 from beam_gbif.io.leftovers import remove_leftovers
 from beam_gbif.io.store import store_for
+from beam_gbif.transforms.card import write_card
+from beam_gbif.transforms.live_bars import live_bars
 from beam_gbif.transforms.spill import remove_spill_folders
 from beam_gbif.transforms.stats import finalize_stats, format_summary, metric_counters
 from pipelines import stages
-from pipelines.options import GbifMediaOptions, is_dry_run, normalize_argv, runs_remotely, source_kind
+from pipelines.console import check_credentials, check_output, describe_error, logging_for
+from pipelines.options import GbifMediaOptions, check_argv, is_dry_run, normalize_argv, runs_remotely, source_kind
 
 # The FnApiRunner is the DirectRunner's in-process engine. Naming it directly skips the
 # DirectRunner's attempt to download the Prism binary, so local runs behave the same online
@@ -51,7 +52,10 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     rejected = getattr(source, "rejected", None)
     if rejected is not None:  # rows a source could not read: already failed, straight to the manifest
         results = (results, rejected) | "WithUnreadableRows" >> beam.Flatten()
-    manifest = results | "WriteManifest" >> stages.write_manifest(opts, cited=getattr(source, "citations", None))
+    manifest = results | "WriteManifest" >> stages.write_manifest(opts, cited=getattr(source, "citations", None),
+                                                                         streams=sampler.stream_stats)
+    if runs_remotely(options):  # a local run() writes the card after the pipeline, with the run's counters and time
+        manifest | "WriteCard" >> stages.write_card(options)
     return {"records": records, "usable": usable, "selected": selected, "assigned": assigned, "results": results, "manifest": manifest,
             "stream_stats": sampler.stream_stats}
 
@@ -87,69 +91,75 @@ def usage() -> str:
     return parser.format_help()
 
 
-_WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
-
-
-def _root_cause(exc: BaseException) -> tuple[str, bool]:
-    """The innermost message of the known error types a runner wrapped (else the last line), and
-    whether the user's input is at fault (an OptionError: a DwC-A without the label column, say)."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, (OptionError, GbifApiError)):
-            return _WHILE_RUNNING.sub("", str(seen)), isinstance(seen, OptionError)
-        seen = seen.__cause__ or seen.__context__
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return _WHILE_RUNNING.sub("", lines[-1]) if lines else type(exc).__name__, False
-
-
 def run(argv: Sequence[str] | None = None) -> int:
-    """Runs the job; returns a process exit code. Bad options print one clear line, no traceback.
+    """Runs the job; returns a process exit code: 0, 1 for a failed run, 2 for bad usage.
 
-    Local runs wait, then complete stats.json with the run's counters and wall time and print
-    the summary; a Dataflow submission returns once the job is submitted (stats.json is
-    written by the job itself).
+    Every error is one or two lines on stderr (the traceback only at ``--log_level debug``).
+    Local runs wait, then complete stats.json with the run's counters and wall time, write the
+    dataset card and print the summary; a Dataflow submission returns once the job is submitted
+    (stats.json is written by the job itself).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(usage())
         return 0
+    try:
+        check_argv(argv)
+    except OptionError as exc:
+        return _report(exc, debug=False)
     options = make_options(argv)
     opts = options.view_as(GbifMediaOptions)
+    with logging_for(opts.log_level):
+        try:
+            return _run(options, opts, argv)
+        except Exception as exc:  # noqa: BLE001 - a runner wraps the cause; name it in one or two lines
+            return _report(exc, debug=opts.log_level == "debug")
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    """Prints the error as one or two lines (after its traceback when debugging); returns the exit code."""
+    if debug:
+        traceback.print_exception(exc)
+    message, code = describe_error(exc)
+    print(f"beam-gbif: error: {message}", file=sys.stderr)
+    return code
+
+
+def _run(options: PipelineOptions, opts: GbifMediaOptions, argv: Sequence[str]) -> int:
     started = time.monotonic()
-    try:
-        if is_dry_run(options):
-            stages.image_settings(opts)  # bad image options are refused even when only the plan is printed
-            print(describe_plan(opts))
-            if not runs_remotely(options):
-                return 0
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, options)
-    except (OptionError, GbifApiError) as exc:
-        print(f"beam-gbif: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if not is_dry_run(options):
-            # Before any writer of this run starts: a killed run's temp folders and files look like a running one's.
-            remove_leftovers(store_for(opts.output))
-        result = pipeline.run()
-        if runs_remotely(options):
+    if is_dry_run(options):
+        stages.image_settings(opts)  # bad image options are refused even when only the plan is printed
+        print(describe_plan(opts))
+        if not runs_remotely(options):
             return 0
-        result.wait_until_finish()
-    except Exception as exc:  # noqa: BLE001 - a runner wraps the cause; name it in one line
-        message, bad_input = _root_cause(exc)
-        # Bad input found once the pipeline reads it (the archive is only opened by the pipeline) is still bad usage.
-        print(f"beam-gbif: error: {message}" if bad_input else f"beam-gbif: error: the pipeline failed: {message}", file=sys.stderr)
-        return 2 if bad_input else 1
+    check_credentials(opts.output or "")
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, options)
+    check_output(opts.output)  # after build() has checked every option: a bad option leaves no folder behind
+    if not is_dry_run(options):
+        # Before any writer of this run starts: a killed run's temp folders and files look like a running one's.
+        remove_leftovers(store_for(opts.output))
+    try:
+        with live_bars(sys.stderr.isatty() and not runs_remotely(options)):
+            result = pipeline.run()
+            if runs_remotely(options):
+                return 0
+            result.wait_until_finish()
     finally:
         if not runs_remotely(options):
             remove_spill_folders(pipeline)
     stats = finalize_stats(opts.output, metric_counters(result), time.monotonic() - started)
+    write_card(opts.output, stats, stages.card_facts(options, argv))
     print(format_summary(stats))
     return 0 if result.state == PipelineState.DONE else 1
 
 
 def main() -> None:
+    """The ``beam-gbif`` command: ``beam-gbif inspect OUTPUT [--verify]``, else a run."""
+    if sys.argv[1:2] == ["inspect"]:
+        from pipelines import inspect
+
+        sys.exit(inspect.run(sys.argv[2:]))
     sys.exit(run())
 
 

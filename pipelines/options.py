@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MEDI
 from beam_gbif.core.split_rules import check_ratios_sum, check_split_name
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL
 from beam_gbif.io.option_files import json_or_file, shown
+from pipelines.console import LOG_LEVELS
 
 
 def parse_bool(value: Any) -> bool:
@@ -192,9 +194,27 @@ class GbifMediaOptions(PipelineOptions):
             help="Also remove EXIF/XMP/GPS from originals stored without resizing (orientation kept).")
         add("--source_size", default="auto",
             help="auto, original, large, medium, small: fetch a smaller published version where a host has one.")
+        # Console
+        add("--log_level", default=None, choices=LOG_LEVELS,
+            help="What the console shows; default: the read plan, progress, the summary, warnings and errors. info adds "
+                 "details (retries), debug adds Apache Beam's own lines and tracebacks. -v is debug, -q is warning.")
 
 
-_ALIASES = {"--label": "--label_field"}
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that raises instead of printing its whole usage block and exiting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise OptionError(f"{message}; see beam-gbif --help")
+
+
+def check_argv(argv: Sequence[str]) -> None:
+    """beam-gbif's own flags parse (types, choices), or one OptionError line (Beam's parser would print a page of usage)."""
+    parser = _OneLineParser(add_help=False, allow_abbrev=False)
+    GbifMediaOptions._add_argparse_args(parser)
+    parser.parse_known_args(normalize_argv(argv))
+
+
+_ALIASES = {"--label": "--label_field", "-v": "--log_level=debug", "-q": "--log_level=warning"}
 _DRY_RUN = "--dry_run"
 
 

@@ -6,6 +6,7 @@ transform built from its frozen settings; validation lives in the settings thems
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_gbif.io.dwca.meta import DwcaError
 from beam_gbif.io.images import ImageSettings
 from beam_gbif.io.manifest_files import has_manifest, same_root
+from beam_gbif.transforms.card import WriteCard, run_facts
 from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
 from beam_gbif.transforms.filtering import FilterMedia, FilterSettings
 from beam_gbif.transforms.manifest import ManifestSettings, WriteManifest
@@ -215,9 +217,28 @@ def manifest_settings(options: PipelineOptions, citations: Sequence[Mapping[str,
 
 
 def write_manifest(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = (),
-                   cited: beam.PCollection | None = None) -> WriteManifest:
-    """``cited``: citations the source learns at run time (a PCollection: ReadDwcaMedia.citations)."""
-    return WriteManifest(manifest_settings(options, citations), cited)
+                   cited: beam.PCollection | None = None, streams: beam.PCollection | None = None) -> WriteManifest:
+    """``cited``: citations the source learns at run time (a PCollection: ReadDwcaMedia.citations);
+    ``streams``: the sampler's per-stream rows (SampleStreams.stream_stats)."""
+    return WriteManifest(manifest_settings(options, citations), cited, streams)
+
+
+def card_facts(options: PipelineOptions, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The run as the dataset card tells it; ``argv``: the command line as typed (default: the flags the options hold)."""
+    opts = options.view_as(GbifMediaOptions)
+    parser = argparse.ArgumentParser(add_help=False)
+    GbifMediaOptions._add_argparse_args(parser)
+    defaults = vars(parser.parse_args([]))
+    # Options left at their default say nothing; the seed always matters (it decides the selection).
+    values = {name: getattr(opts, name) for name in defaults if getattr(opts, name) != defaults[name] or name in ("seed", "label_field")}
+    # Beam keeps the flags it was given in _flags; there is no public accessor.
+    flags = list(argv) if argv is not None else list(getattr(options, "_flags", []))
+    return run_facts(flags, values, source_kind(opts))
+
+
+def write_card(options: PipelineOptions) -> WriteCard:
+    """The card written by the job itself (remote runs: the launcher does not wait for the job to end)."""
+    return WriteCard(options.view_as(GbifMediaOptions).output, card_facts(options))
 
 
 _SOURCE_SETTINGS = {"api": api_settings, "dwca": dwca_settings, "urls": url_list_settings}

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from beam_gbif.core.sniff import is_media_file_name
 from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +112,8 @@ def test_dataflow_runner_translates_every_source_offline(translation: dict[str, 
         for stage in STAGES:
             assert stage in report["transforms"], f"{name}: {stage} missing from the Dataflow job"
         assert "WriteManifest/Stats/WriteStatsJson" in report["transforms"]
+        # No launcher waits for a Dataflow job: the job writes the dataset card itself, after stats.json.
+        assert "WriteCard/WriteCardFiles" in report["transforms"], name
         # Dataflow workers share no disk: their joins and de-duplication use Dataflow's own shuffle.
         assert not [t for t in report["transforms"] if "SpillToBuckets" in t], name
         shuffles = {"FilterMedia/DeduplicateUrls/GroupByUrl/GroupByKey", "DownloadMedia/GroupByHostShard/GroupByKey"}
@@ -142,9 +145,9 @@ def media() -> Iterator[Any]:
 
 
 def _dataset_files(output: Path) -> dict[str, str]:
-    skip = {"stats.json", "ATTRIBUTION.csv"}
+    # The downloaded media only (the card, its charts, stats.json and the manifest say when and how: they differ by run).
     return {str(p.relative_to(output)): hashlib.sha256(p.read_bytes()).hexdigest() for p in output.rglob("*")
-            if p.is_file() and p.name not in skip and p.parent.name != "manifest"}
+            if p.is_file() and is_media_file_name(p.name)}
 
 
 def _comparable_stats(output: Path) -> dict[str, Any]:

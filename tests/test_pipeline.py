@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from beam_gbif.core.records import Status
+from beam_gbif.core.sniff import is_media_file_name
 from beam_gbif.testing.fake_gbif import FakeGbifApi, RecordedOccurrences
 from beam_gbif.testing.synthetic import SyntheticOccurrences
 from beam_gbif.transforms.manifest import read_manifest
@@ -33,8 +34,8 @@ def _argv(api: FakeGbifApi, output: Path, *extra: str) -> list[str]:
 
 
 def _dataset_files(output: Path) -> set[str]:
-    skip = {"manifest", "stats.json", "ATTRIBUTION.csv"}
-    return {str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and p.relative_to(output).parts[0] not in skip}
+    # The downloaded media only: the root also holds the manifest, stats.json, ATTRIBUTION.csv, the card and its charts.
+    return {str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and is_media_file_name(p.name)}
 
 
 def test_query_to_imagefolder_tree_manifest_and_stats(api, media, tmp_path):

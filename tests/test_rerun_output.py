@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from beam_gbif.core.card import CARD_FILE, DERIVED_DATASET_FILE
 from beam_gbif.core.records import IN_DATASET, Status
 from beam_gbif.io.leftovers import remove_leftovers
 from beam_gbif.io.store import store_for
@@ -37,7 +38,13 @@ def _run(api: FakeGbifApi, output: Path, *extra: str) -> None:
 
 
 def _dataset_files(output: Path) -> list[str]:
-    return sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and p.relative_to(output).parts[0] not in LAYOUT)
+    return sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and p.relative_to(output).parts[0] not in LAYOUT
+                  and not _is_card_file(p.relative_to(output)))
+
+
+def _is_card_file(rel: Path) -> bool:
+    """The dataset card and what it writes beside it (README.md, chart_*.png, derived_dataset.csv)."""
+    return len(rel.parts) == 1 and (rel.name in (CARD_FILE, DERIVED_DATASET_FILE) or rel.name.startswith("chart_"))
 
 
 def _assert_folder_and_manifest_agree(output: Path) -> None:

@@ -85,6 +85,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "max_image_pixels": (["89478485", "1000"], ["0", "-1", "89M"]),
     "strip_metadata": (["true", "false"], ["some"]),
     "source_size": (["auto", "original", "large", "medium", "small"], ["tiny", "Large", ""]),
+    "log_level": (["debug", "info", "warning", "error"], ["DEBUG", "verbose", "notice", ""]),
 }
 
 

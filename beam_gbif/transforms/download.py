@@ -71,9 +71,10 @@ class _DownloadFn(beam.DoFn):
         self._target = 0
         self._folders: dict[str, Any] = {}  # listings are per bundle: a retried bundle sees its own earlier writes
 
-    def process(self, element: tuple[tuple[str, int], Any], window: Any = beam.DoFn.WindowParam,
+    def process(self, element: tuple[tuple[str, int], Any], total: int | None = None, window: Any = beam.DoFn.WindowParam,
                 timestamp: Any = beam.DoFn.TimestampParam) -> Any:
         key, records = element
+        self._progress.expect(total)
         for record in records:
             task = self._loop.create_task(self._engine.handle(record, key, self._folders))
             task.add_done_callback(functools.partial(self._done, record, window, timestamp))
@@ -151,8 +152,10 @@ class DownloadMedia(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         shards = host_shards(self.settings.per_host_concurrency)
+        # The number to download, a side input: the grouping below waits for every record anyway, so it costs no latency.
+        total = beam.pvalue.AsSingleton(records | "CountToDownload" >> beam.combiners.Count.Globally())
         return (records
                 | "KeyByHostShard" >> beam.Map(lambda r, n: (host_shard_key(r.url, n), r), shards).with_output_types(
                     tuple[tuple[str, int], MediaRecord])
                 | "GroupByHostShard" >> self._group_by_host_shard
-                | "Fetch" >> beam.ParDo(_DownloadFn(self.output, self.settings, self.policy)).with_output_types(MediaRecord))
+                | "Fetch" >> beam.ParDo(_DownloadFn(self.output, self.settings, self.policy), total).with_output_types(MediaRecord))

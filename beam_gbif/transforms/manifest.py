@@ -213,11 +213,13 @@ class WriteManifest(beam.PTransform):
     Returns a PCollection with one element: the stats dict as written to stats.json.
     """
 
-    def __init__(self, settings: ManifestSettings, cited: beam.PCollection | None = None):
-        """``cited``: how to cite what the source read, known only at run time (ReadDwcaMedia.citations)."""
+    def __init__(self, settings: ManifestSettings, cited: beam.PCollection | None = None, streams: beam.PCollection | None = None):
+        """``cited``: how to cite what the source read, known only at run time (ReadDwcaMedia.citations);
+        ``streams``: the sampler's per-stream rows, for stats.json (SampleStreams.stream_stats)."""
         super().__init__()
         self.settings = settings
         self._cited = cited
+        self._streams = streams
         self._carry_over = CarryOverSettings(
             settings.output, earlier_manifest=settings.carry_over, prune=settings.prune, earlier_is_selection=settings.earlier_is_selection,
             scratch_dir=settings.scratch_dir) if settings.carry_over or settings.prune else None
@@ -228,6 +230,6 @@ class WriteManifest(beam.PTransform):
             results = results | "CarryOver" >> CarryOverManifest(self._carry_over)
         results | "Manifest" >> WriteManifestShards(settings.output, settings.run_id)
         results | "Attribution" >> WriteAttribution(settings.output)
-        return results | "Stats" >> ComputeStats(settings.output, settings.run_id, settings.citations, self._cited)
+        return results | "Stats" >> ComputeStats(settings.output, settings.run_id, settings.citations, self._cited, self._streams)
 
 

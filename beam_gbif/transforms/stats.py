@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -25,6 +26,9 @@ STATS_FILE = "stats.json"
 _TOTALS = ("records", "files", "failed", "filtered", "kept_from_earlier_run", "bytes", "bytes_downloaded", "bytes_fetched",
            "bytes_stored")
 _BREAKDOWNS = ("by_status", "by_split", "by_label", "by_license", "by_source")
+# Files in the dataset per GBIF dataset (the derived-dataset citation) and per stream; failures per media host.
+_MORE_BREAKDOWNS = ("files_by_dataset", "files_by_stream", "failed_by_host")
+_NESTED = ("files_by_split_label", "failed_by_split_label")
 
 
 def stats_path(output: str) -> str:
@@ -48,6 +52,8 @@ class StatsCombineFn(beam.CombineFn):
             accumulator["files"] += 1
             accumulator["bytes"] += record.bytes
             accumulator[("files_by_split_label", record.split, record.label)] += 1
+            accumulator[("files_by_dataset", record.dataset_key)] += 1
+            accumulator[("files_by_stream", "/".join(record.stream))] += 1
         if record.status == Status.DOWNLOADED:
             accumulator["bytes_downloaded"] += record.bytes
             accumulator["bytes_stored"] += record.bytes
@@ -58,6 +64,8 @@ class StatsCombineFn(beam.CombineFn):
             accumulator["kept_from_earlier_run"] += 1
         if Status.is_failure(record.status):
             accumulator["failed"] += 1
+            accumulator[("failed_by_split_label", record.split, record.label)] += 1
+            accumulator[("failed_by_host", urlsplit(record.url).hostname or "(no host)")] += 1
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[Counter]) -> Counter:
@@ -68,14 +76,13 @@ class StatsCombineFn(beam.CombineFn):
 
     def extract_output(self, accumulator: Counter) -> dict[str, Any]:
         stats: dict[str, Any] = {name: accumulator.get(name, 0) for name in _TOTALS}
-        for breakdown in _BREAKDOWNS:
+        for breakdown in (*_BREAKDOWNS, *_MORE_BREAKDOWNS, *_NESTED):
             stats[breakdown] = {}
-        stats["files_by_split_label"] = {}
         for key, count in sorted(accumulator.items(), key=lambda item: str(item[0])):
             if not isinstance(key, tuple):
                 continue
-            if key[0] == "files_by_split_label":
-                stats["files_by_split_label"].setdefault(key[1], {})[key[2]] = count
+            if key[0] in _NESTED:
+                stats[key[0]].setdefault(key[1], {})[key[2]] = count
             else:
                 stats[key[0]][key[1]] = count
         stats["gbif_downloads"] = gbif_downloads(stats["by_source"])
@@ -123,10 +130,23 @@ class _WriteStats(beam.DoFn):
         self._run_id = run_id
         self._citations = citations
 
-    def process(self, stats: dict[str, Any], cited: Iterable[Mapping[str, Any]] = ()) -> Iterable[dict[str, Any]]:
+    def process(self, stats: dict[str, Any], cited: Iterable[Mapping[str, Any]] = (),
+                streams: Iterable[Mapping[str, Any]] = ()) -> Iterable[dict[str, Any]]:
         stats = add_citations(dict(stats, output=self._output, run_id=self._run_id), (*self._citations, *cited))
+        if streams:
+            stats["streams"] = stream_rows(streams, stats.get("files_by_stream", {}))
         write_json(stats_path(self._output), stats)
         yield stats
+
+
+def stream_rows(streams: Iterable[Mapping[str, Any]], stored: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The sampler's per-stream rows (quota as planned, records selected) with the files stored of each."""
+    rows = []
+    for row in streams:
+        name = "/".join(str(part) for part in row.get("stream", []))
+        rows.append({"stream": name, "available": row.get("available", 0), "quota": row.get("quota", 0),
+                     "selected": row.get("selected", 0), "stored": stored.get(name, 0)})
+    return sorted(rows, key=lambda row: row["stream"])
 
 
 class ComputeStats(beam.PTransform):
@@ -137,19 +157,23 @@ class ComputeStats(beam.PTransform):
     read its source (the DwC-A source's). They join the matching ``gbif_downloads`` entries.
     """
 
-    def __init__(self, output: str, run_id: str = "", citations: Iterable[Mapping[str, Any]] = (), cited: beam.PCollection | None = None):
+    def __init__(self, output: str, run_id: str = "", citations: Iterable[Mapping[str, Any]] = (), cited: beam.PCollection | None = None,
+                 streams: beam.PCollection | None = None):
+        """``streams``: the sampler's per-stream rows (SampleStreams.stream_stats), for stats.json's ``streams``."""
         super().__init__()
         self._output = output
         self._run_id = run_id
         self._citations = tuple(dict(c) for c in citations)
         self._cited = cited
+        self._streams = streams
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
-        cited = [beam.pvalue.AsList(self._cited)] if self._cited is not None else []
+        named = (("cited", self._cited), ("streams", self._streams))
+        side = {name: beam.pvalue.AsList(pcoll) for name, pcoll in named if pcoll is not None}
         return (
             results
             | "Count" >> beam.CombineGlobally(StatsCombineFn())
-            | "WriteStatsJson" >> beam.ParDo(_WriteStats(self._output, self._run_id, self._citations), *cited)
+            | "WriteStatsJson" >> beam.ParDo(_WriteStats(self._output, self._run_id, self._citations), **side)
         )
 
 
@@ -222,5 +246,5 @@ def format_summary(stats: Mapping[str, Any]) -> str:
     for download in stats.get("gbif_downloads", []):
         lines.append(f"  cite:     {download.get('citation') or download.get('doi_url') or download['download']}")
     if output:
-        lines.append(f"  dataset:  {output}/  (manifest/*.avro, ATTRIBUTION.csv, stats.json)")
+        lines.append(f"  dataset:  {output}/  (README.md: the dataset card; manifest/*.avro, ATTRIBUTION.csv, stats.json)")
     return "\n".join(lines)

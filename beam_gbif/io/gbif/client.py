@@ -79,6 +79,22 @@ class GbifApiError(RuntimeError):
         self.body = body
 
 
+def short_cause(exc: BaseException) -> str:
+    """The operating system's words for a failed connection ("connection refused"), else the error itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
+    return str(exc)
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """An answer's body for an error line: whitespace collapsed, cut at ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
 class _Retryable(Exception):
     def __init__(self, description: str, status: int | None = None, body: str = "", retry_after: float | None = None):
         super().__init__(description)
@@ -250,7 +266,19 @@ class GbifClient:
         body = response.text[:_BODY_SNIPPET]
         if status in RETRYABLE_STATUSES:
             raise _Retryable(f"HTTP {status}", status, body, parse_retry_after(response.headers.get("Retry-After")))
-        raise GbifApiError(f"GBIF API request failed: HTTP {status} for {url}: {body.strip()}", url=url, status=status, body=body)
+        raise GbifApiError(f"GBIF API request failed: HTTP {status} for {url}: {one_line(body)}; check --query and --gbif_api_url",
+                           url=url, status=status, body=body)
+
+    def _gave_up(self, url: str, retry: _Retryable, tries: int) -> GbifApiError:
+        """The final error after retries, as one line a person acts on (the raw cause stays the __cause__)."""
+        if retry.status is None:
+            message = (f"cannot reach the GBIF API at {self.api_url} ({retry}) after {tries} attempt(s) for {url}; "
+                       "check --gbif_api_url and the network, then run again")
+        else:
+            body = one_line(retry.body)
+            message = (f"GBIF API request failed after {tries} attempt(s): {retry} for {url}"
+                       + (f": {body}" if body else "") + "; GBIF may be busy: run again later")
+        return GbifApiError(message, url=url, status=retry.status, body=retry.body)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -266,14 +294,11 @@ class GbifClient:
                 with semaphore:
                     return attempt()
             except (_Retryable, *_RETRYABLE_ERRORS) as exc:
-                retry = exc if isinstance(exc, _Retryable) else _Retryable(f"{type(exc).__name__}: {exc}")
+                retry = exc if isinstance(exc, _Retryable) else _Retryable(f"{type(exc).__name__}: {short_cause(exc)}")
                 if number == self.max_retries:
-                    tries = self.max_retries + 1
-                    body = retry.body.strip()
-                    raise GbifApiError(f"GBIF API request failed after {tries} attempt(s): {retry} for {url}"
-                                       + (f": {body}" if body else ""), url=url, status=retry.status, body=retry.body) from exc
+                    raise self._gave_up(url, retry, self.max_retries + 1) from exc
                 delay = self._delay(number, retry.retry_after)
-                _log.warning("GBIF API %s for %s; retry %d/%d in %.1f s", retry, url, number + 1, self.max_retries, delay)
+                _log.info("GBIF API %s for %s; retry %d/%d in %.1f s", retry, url, number + 1, self.max_retries, delay)
                 self.retries += 1
                 self._sleep(delay)
         raise AssertionError("unreachable")

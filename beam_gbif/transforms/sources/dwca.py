@@ -26,6 +26,7 @@ from beam_gbif.io.dwca.meta import DwcaError
 from beam_gbif.io.dwca.request import download_key_for_predicate
 from beam_gbif.io.dwca.rows import MEDIA_COLUMNS, Projection, projection
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifClient
+from beam_gbif.transforms.live_bars import tick
 from beam_gbif.transforms.sources.media_items import (
     DROPPED_MEDIA_NO_URL,
     DROPPED_MEDIA_OTHER_TYPE,
@@ -60,11 +61,19 @@ class _ParseRows(beam.DoFn):
     def __init__(self, tag: bytes, malformed_counter: str):
         self._tag = tag
         self._malformed = Metrics.counter(METRICS_NAMESPACE, malformed_counter)
+        self._unshown = 0  # rows read since the live bar was last advanced (it is advanced per thousand, not per row)
 
     def columns(self, plan: ArchivePlan) -> Projection:
         return plan.occurrence_columns
 
+    def finish_bundle(self) -> None:
+        tick("reading archive", self._unshown, "rows")
+        self._unshown = 0
+
     def process(self, line: bytes, plan: ArchivePlan) -> Iterable[tuple[str, bytes]]:
+        self._unshown += 1
+        if self._unshown >= 1000:
+            self.finish_bundle()
         if line in plan.headers:
             return
         columns = self.columns(plan)

@@ -26,12 +26,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE
+from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE, NOTICE
 from beam_gbif.core.query import validate_query
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifClient
 from beam_gbif.io.gbif.planner import plan_reads
 from beam_gbif.io.gbif.planning import DEFAULT_MARGIN, PageRequest, PageStat, ReadPlan, stream_label
+from beam_gbif.transforms.live_bars import tick
 from beam_gbif.transforms.sources.media_items import media_records
 
 _log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ API_STREAMS_SHORT = "api_streams_short"
 
 _STATS = "page_stats"
 _MAX_LOGGED_SHORT = 20
+_PLAN_LINES_SHOWN = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +111,12 @@ class _PlanReadsFn(beam.DoFn):
     def process(self, _seed: Any) -> Iterable[ReadPlan]:
         plan = self._settings.plan()
         self._planning_requests.inc(plan.planning_requests)
-        for line in plan.describe().splitlines():
-            _log.info("%s", line)
+        lines = plan.describe().splitlines()
+        # A plan has one line per stream: a person sees the first ones, --log_level info shows them all.
+        for number, line in enumerate(lines):
+            _log.log(NOTICE if number < _PLAN_LINES_SHOWN else logging.INFO, "%s", line)
+        if len(lines) > _PLAN_LINES_SHOWN:
+            _log.log(NOTICE, "  ... %d more line(s) of the plan at --log_level info", len(lines) - _PLAN_LINES_SHOWN)
         yield plan
 
 
@@ -135,6 +141,7 @@ class _FetchPagesFn(beam.DoFn):
         self._retries.inc(self._client.retries - retries_before)
         self._pages.inc()
         self._occurrences.inc(len(results))
+        tick("reading GBIF", len(results), "occurrences")
         usable = 0
         dropped_on_page: Counter = Counter()
         settings = self._settings

@@ -40,13 +40,16 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     opts = options.view_as(GbifMediaOptions)
     if not opts.output:
         raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
+    # Before the source: its construction may already ask the GBIF API (planning), and a bad format option must not.
+    write_dataset = stages.write_dataset(opts)
     source = stages.read_media(opts)
     records = pipeline | "ReadMedia" >> source
     usable = records | "FilterMedia" >> stages.filter_media(opts)
     sampler = stages.sample_streams(opts, getattr(source, "stream_sizes", None))
     selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
-    results = assigned | "DownloadMedia" >> stages.download_media(opts)
+    downloaded = assigned | "DownloadMedia" >> stages.download_media(opts)
+    results = downloaded | "WriteDataset" >> write_dataset
     rejected = getattr(source, "rejected", None)
     if rejected is not None:  # rows a source could not read: already failed, straight to the manifest
         results = (results, rejected) | "WithUnreadableRows" >> beam.Flatten()

@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MEDIA_TYPES
+from beam_gbif.core.shards import DEFAULT_SHARD_SIZE, IMAGEFOLDER, OUTPUT_FORMATS
 from beam_gbif.core.split_rules import check_ratios_sum, check_split_name
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL
 from beam_gbif.io.option_files import json_or_file, shown
@@ -170,6 +171,13 @@ class GbifMediaOptions(PipelineOptions):
         add("--allow_private_hosts", type=parse_bool, nargs="?", const=True, default=False,
             help="Also allow media hosts on loopback and private addresses (local tests only); never link-local or cloud metadata.")
         add("--gbif_api_concurrency", type=int, default=4, help="Search requests in flight to the GBIF API.")
+        # Dataset format
+        add("--output_format", default=IMAGEFOLDER,
+            help=f"Dataset layout: {', '.join(OUTPUT_FORMATS)} (imagefolder: one file per image plus metadata.jsonl).")
+        add("--shard_size", type=int, default=DEFAULT_SHARD_SIZE, help="Records per shard of the sharded formats.")
+        add("--extra_fields", default=None,
+            help="Comma-separated occurrence fields carried into every record, the manifest and the dataset's metadata "
+                 "(API field names, or DwC terms by short name or URI), e.g. scientificName,family,eventDate.")
 
 
 _ALIASES = {"--label": "--label_field"}

@@ -60,6 +60,7 @@ def api_settings(options: PipelineOptions) -> ApiReadSettings:
         licenses=frozenset(parse_csv_list(options.licenses)),
         seed=options.seed,
         api_concurrency=options.gbif_api_concurrency,
+        extra_fields=tuple(parse_csv_list(options.extra_fields)),
     )
 
 
@@ -81,6 +82,7 @@ def dwca_settings(options: PipelineOptions) -> DwcaReadSettings:
         licenses=frozenset(parse_csv_list(options.licenses)),
         one_media_seed=None if options.all_media else options.seed,
         scratch_dir=scratch_dir_for(options),
+        extra_fields=tuple(parse_csv_list(options.extra_fields)),
     )
     if runs_remotely(options) and not str(settings.cache_root or "").startswith("gs://"):
         # The extracted files are read by the workers, which cannot see the launcher's disk (the default cache is on it).

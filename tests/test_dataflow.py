@@ -57,7 +57,8 @@ def _translate_all(out_file: Path, work: Path) -> None:
             "urls": [f"--input=gs://{BUCKET}/lists/urls.csv", "--label=label", f"--setup_file={ROOT / 'setup.py'}"],
             "dwca": [f"--dwca={SHARED_DATA / 'dwca' / '0026367-210914110416597.zip'}", f"--dwca_root_path=gs://{BUCKET}/dwca",
                      "--label=speciesKey"],
-            "api": [f"--gbif_api_url={api.base_url}", '--query={"speciesKey": [5352251, 3190653]}', "--label=speciesKey"],
+            "api": [f"--gbif_api_url={api.base_url}", '--query={"speciesKey": [5352251, 3190653]}', "--label=speciesKey",
+                    "--output_format=webdataset", "--shard_size=3", "--extra_fields=family,http://rs.tdwg.org/dwc/terms/countryCode"],
         }
         common = ["--licenses=CC0_1_0,CC_BY_4_0,CC_BY_NC_4_0", "--random_subsets=train=0.9,test=0.1", "--split_streams_by=speciesKey",
                   "--nb_samples=8"]
@@ -111,6 +112,7 @@ def test_dataflow_runner_translates_every_source_offline(translation: dict[str, 
         for stage in STAGES:
             assert stage in report["transforms"], f"{name}: {stage} missing from the Dataflow job"
         assert "WriteManifest/Stats/WriteStatsJson" in report["transforms"]
+        assert {"WriteDataset/GroupBySplit", "WriteDataset/WriteShards", "WriteDataset/RemoveStaging"} <= set(report["transforms"]), name
         # Dataflow workers share no disk: their joins and de-duplication use Dataflow's own shuffle.
         assert not [t for t in report["transforms"] if "SpillToBuckets" in t], name
         shuffles = {"FilterMedia/DeduplicateUrls/GroupByUrl/GroupByKey", "DownloadMedia/GroupByHostShard/GroupByKey"}

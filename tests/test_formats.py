@@ -219,10 +219,14 @@ def test_hugging_face_imagefolder_loads_images_with_labels_and_metadata(datasets
 
 
 @pytest.mark.parametrize("output_format", ["webdataset", "tfrecord", "parquet"])
-def test_a_rerun_from_scratch_with_the_same_seed_gives_byte_identical_shards(datasets, media, tmp_path, output_format):
+def test_a_rerun_from_scratch_with_the_same_seed_gives_byte_identical_shards(datasets, media, tmp_path, monkeypatch, output_format):
     again = tmp_path / "again"
-    # Another worker layout too: the order comes from the seeded rank, not from the runner.
-    assert run(_argv(_listing(media, tmp_path), str(again), output_format, "--direct_num_workers=2")) == 0
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT))  # the worker processes import beam_gbif
+    for name, value in NO_METADATA_ENV.items():
+        monkeypatch.setenv(name, value)
+    # Two worker processes this time: the order comes from the seeded rank, not from the runner.
+    multi = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert run(_argv(_listing(media, tmp_path), str(again), output_format, *multi)) == 0
     first = datasets[output_format]
     suffix = {"webdataset": ".tar", "tfrecord": ".tfrecord", "parquet": ".parquet"}[output_format]
     names = [p.relative_to(first) for p in _shards(first, suffix)]

@@ -319,3 +319,20 @@ def test_webdataset_killed_with_sigkill_then_rerun_completes_without_fetching_ag
 
 def _manifest_by_key_any(output: Path) -> dict[str, Any]:
     return {row.key: row for row in read_manifest(str(output))}
+
+
+def test_shard_cuts_and_names_without_splits():
+    from beam_gbif.core.records import MediaRecord
+    from beam_gbif.core.shards import cut_shards
+    from beam_gbif.transforms.dataset import DatasetSettings, plan_shards
+
+    for count in range(0, 30):
+        for size in (1, 3, 10):
+            cuts = cut_shards(count, size)
+            assert [end - start for start, end in cuts][:-1] == [size] * (len(cuts) - 1)
+            assert sum(end - start for start, end in cuts) == count and all(end > start for start, end in cuts)
+    records = [MediaRecord(url=f"http://127.0.0.1/{i}.jpg", label="x", occurrence_key=i, path=f"x/{i}.jpg") for i in range(5)]
+    sharded = list(plan_shards(("", records), DatasetSettings(output="/tmp/unused", output_format="webdataset", shard_size=2)))
+    assert [(name, len(chunk)) for name, chunk in sharded] == [("data-000000.tar", 2), ("data-000001.tar", 2), ("data-000002.tar", 1)]
+    (single,) = plan_shards(("", records), DatasetSettings(output="/tmp/unused"))
+    assert single[0] == "metadata.jsonl" and [r.path for r in single[1]] == sorted(r.path for r in records)

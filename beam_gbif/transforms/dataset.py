@@ -91,22 +91,25 @@ class _WriteShardFn(beam.DoFn):
 
     def _samples(self, records: list[MediaRecord]) -> Iterator[Sample]:
         for record in records:
-            ext = record.path.rpartition(".")[2]
             if not self._writer.sharded:
-                yield Sample(record, ext)
+                yield _without_image(record)
                 continue
             image = self._staging.read(record.path)  # one image in memory at a time (locally)
-            yield Sample(record, ext, image, *image_size(image))
+            width, height = image_size(image)
+            yield dataclasses.replace(_without_image(record), image=image, width=width, height=height)
 
     def process(self, element: tuple[str, list[MediaRecord]]) -> Iterator[MediaRecord]:
         shard, records = element
         writer = self._writer
         write_filled(self._store, shard, lambda out: writer.write(out, self._samples(records)), writer.content_type)
         for record in records:
-            if writer.sharded:
-                yield record.replace(shard=shard, path=Sample(record, record.path.rpartition(".")[2]).member)
-            else:
-                yield record
+            # The manifest's path of a sharded record: its image's member name inside the shard.
+            yield record.replace(shard=shard, path=_without_image(record).member) if writer.sharded else record
+
+
+def _without_image(record: MediaRecord) -> Sample:
+    """The record's sample before its bytes are read: the extension is the staged (or stored) file's."""
+    return Sample(record, record.path.rpartition(".")[2])
 
 
 def _write_classes(labels: list[str], output: str) -> dict[str, int]:

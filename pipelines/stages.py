@@ -105,6 +105,7 @@ def url_list_settings(options: PipelineOptions) -> UrlListSettings:
         label_field=options.label_field or "label",
         stream_fields=tuple(parse_csv_list(options.split_streams_by)),
         media_type=options.media_type,
+        extra_fields=tuple(parse_csv_list(options.extra_fields)),
     )
 
 

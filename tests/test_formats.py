@@ -33,14 +33,15 @@ SHARD_SIZE = 4
 
 def _listing(media: Any, folder: Path, count: int = RECORDS, prefix: str = "f") -> Path:
     listing = folder / f"urls-{prefix}.csv"
-    rows = [f'{media.url(f"{prefix}{i}")},"{LABELS[i % len(LABELS)]}",CC BY 4.0' for i in range(count)]
-    listing.write_text("url,label,license\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    rows = [f'{media.url(f"{prefix}{i}")},"{LABELS[i % len(LABELS)]}",CC BY 4.0,Family{i % 3}' for i in range(count)]
+    listing.write_text("url,label,license,family\n" + "\n".join(rows) + "\n", encoding="utf-8")
     return listing
 
 
 def _argv(listing: Path, output: str, output_format: str, *extra: str) -> list[str]:
     return [f"--input={listing}", "--label=label", "--random_subsets=train=0.7,test=0.3", "--seed=7", "--allow_private_hosts",
-            f"--output={output}", f"--output_format={output_format}", f"--shard_size={SHARD_SIZE}", "--runner=FnApiRunner", *extra]
+            f"--output={output}", f"--output_format={output_format}", f"--shard_size={SHARD_SIZE}", "--runner=FnApiRunner",
+            "--extra_fields=family,eventDate", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def _read_webdataset(output: Path) -> dict[str, dict[str, Any]]:
         for sample in wds.WebDataset(str(shard), shardshuffle=False, empty_check=False):
             meta = json.loads(sample["json"])
             samples[sample["__key__"]] = {"image": sample["jpg"], "label": meta["label"], "class_index": int(sample["cls"]),
-                                          "meta": meta, "shard": shard.relative_to(output).as_posix()}
+                                          "meta": meta, "shard": shard.relative_to(output).as_posix(),
+                                          "family": meta["family"], "eventDate": meta["eventDate"]}
     return samples
 
 
@@ -112,7 +114,8 @@ def _read_tfrecord(output: Path) -> dict[str, dict[str, Any]]:
 
     description = {"image/encoded": "byte", "image/format": "byte", "image/height": "int", "image/width": "int",
                    "image/class/label": "int", "image/class/text": "byte", "image/key/sha256": "byte", "gbif/key": "byte",
-                   "gbif/occurrence_key": "int", "gbif/license": "byte", "gbif/url": "byte"}
+                   "gbif/occurrence_key": "int", "gbif/license": "byte", "gbif/url": "byte", "gbif/family": "byte",
+                   "gbif/eventDate": "byte"}
     samples = {}
     for shard in _shards(output, ".tfrecord"):
         count = _check_tfrecord_framing(shard.read_bytes())
@@ -123,6 +126,7 @@ def _read_tfrecord(output: Path) -> dict[str, dict[str, Any]]:
             samples[key] = {"image": bytes(ex["image/encoded"]), "label": bytes(ex["image/class/text"]).decode(),
                             "class_index": int(ex["image/class/label"][0]), "sha": bytes(ex["image/key/sha256"]).decode(),
                             "width": int(ex["image/width"][0]), "format": bytes(ex["image/format"]).decode(),
+                            "family": bytes(ex["gbif/family"]).decode(), "eventDate": bytes(ex["gbif/eventDate"]).decode(),
                             "shard": shard.relative_to(output).as_posix()}
     return samples
 
@@ -144,6 +148,8 @@ def test_sharded_formats_hold_every_image_with_the_manifest_sha256_and_class_ind
         assert sample["label"] == row.label and sample["class_index"] == classes[row.label] == row.class_index
         assert sample["shard"] == row.shard and row.shard.startswith(f"{row.split}/{row.split}-")
         assert key == hashlib.sha1(row.url.encode()).hexdigest()
+        # --extra_fields from the URL list's columns: a column it lacks (eventDate) is empty, never "None".
+        assert (sample["family"], sample["eventDate"]) == (dict(row.extra)["family"], "") and sample["family"].startswith("Family")
     attribution = {line["key"]: line for line in read_attribution(str(output))}
     assert {key: line["shard"] for key, line in attribution.items()} == {key: row.shard for key, row in manifest.items()}
     assert not (output / "_staging").exists(), "staged downloads removed once their shards exist"

@@ -342,3 +342,16 @@ def test_shard_cuts_and_names_without_splits():
     assert [(name, len(chunk)) for name, chunk in sharded] == [("data-000000.tar", 2), ("data-000001.tar", 2), ("data-000002.tar", 1)]
     (single,) = plan_shards(("", records), DatasetSettings(output="/tmp/unused"))
     assert single[0] == "metadata.jsonl" and [r.path for r in single[1]] == sorted(r.path for r in records)
+
+
+def test_a_rerun_into_the_same_output_leaves_only_its_own_shards(media, tmp_path):
+    listing = _listing(media, tmp_path, count=9, prefix="again")
+    output = tmp_path / "ds"
+    assert run(_argv(listing, str(output), "tfrecord", "--shard_size=2")) == 0
+    before = {p.relative_to(output).as_posix() for p in _shards(output, ".tfrecord")}
+    (output / "train" / "notes.txt").write_text("mine")
+    assert run(_argv(listing, str(output), "tfrecord", "--shard_size=100")) == 0
+    after = {p.relative_to(output).as_posix() for p in _shards(output, ".tfrecord")}
+    assert after == {row.shard for row in read_manifest(str(output))} and len(after) < len(before)
+    assert sum(_check_tfrecord_framing(p.read_bytes()) for p in _shards(output, ".tfrecord")) == 9
+    assert (output / "train" / "notes.txt").read_text() == "mine", "only shard names of this format are removed"

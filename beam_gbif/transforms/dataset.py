@@ -16,7 +16,9 @@ shards are cut; images are read from the staging folder one at a time while a sh
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
@@ -38,6 +40,9 @@ from beam_gbif.io.store import join_uri, store_for
 from beam_gbif.transforms.formats import Sample, write_filled, writer_for
 
 __all__ = ["DatasetSettings", "WriteDataset", "staging_root"]
+
+# Staged images read at once while a shard is written: bounds the memory to this many images.
+READ_AHEAD = 16
 
 
 def staging_root(output: str, output_format: str) -> str:
@@ -88,13 +93,21 @@ class _WriteShardFn(beam.DoFn):
         self._store = store_for(self.settings.output)
         self._staging = store_for(self.settings.staging)
         self._writer = writer_for(self.settings.output_format)
+        self._readers = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="beam-gbif-shard-read")
+
+    def teardown(self) -> None:
+        self._readers.shutdown(wait=True)
+
+    def _images(self, records: list[MediaRecord]) -> Iterator[bytes]:
+        """The staged images in order, READ_AHEAD read at once (a GCS read is a request: in a row they would dominate)."""
+        for start in range(0, len(records), READ_AHEAD):
+            yield from self._readers.map(self._staging.read, [record.path for record in records[start:start + READ_AHEAD]])
 
     def _samples(self, records: list[MediaRecord]) -> Iterator[Sample]:
-        for record in records:
-            if not self._writer.sharded:
-                yield _without_image(record)
-                continue
-            image = self._staging.read(record.path)  # one image in memory at a time (locally)
+        if not self._writer.sharded:
+            yield from map(_without_image, records)
+            return
+        for record, image in zip(records, self._images(records), strict=True):
             width, height = image_size(image)
             yield dataclasses.replace(_without_image(record), image=image, width=width, height=height)
 
@@ -119,9 +132,20 @@ def _write_classes(labels: list[str], output: str) -> dict[str, int]:
     return indices
 
 
-def _remove_staging(unused_count: int, settings: DatasetSettings) -> None:
-    if settings.output_format != IMAGEFOLDER:
-        store_for(settings.output).delete_folder(STAGING_DIR)
+def _finish(shards: list[str], settings: DatasetSettings) -> None:
+    """Once every shard is written: the staging folder goes, and so do shards of an earlier run this run did not
+    write again (a run with fewer records, or another count in tfrecord's ``-of-NNNNNN``), in this run's folders."""
+    writer = writer_for(settings.output_format)
+    if not writer.sharded:
+        return
+    store = store_for(settings.output)
+    store.delete_folder(STAGING_DIR)
+    written = set(shards)
+    for folder in sorted({posixpath.dirname(shard) for shard in written}):
+        for name in store.list_dir(folder):
+            rel = posixpath.join(folder, name)
+            if rel not in written and writer.is_shard_name(name):
+                store.delete(rel)
 
 
 def _with_class_index(record: MediaRecord, indices: dict[str, int]) -> MediaRecord:
@@ -153,8 +177,10 @@ class WriteDataset(beam.PTransform):
                    | "WriteShards" >> beam.ParDo(_WriteShardFn(settings)).with_output_types(MediaRecord))
         # Only once every shard exists: until then a rerun needs the staged files to avoid fetching them again.
         _ = (written
-             | "CountWritten" >> beam.combiners.Count.Globally()
-             | "RemoveStaging" >> beam.Map(_remove_staging, settings))
+             | "ShardNames" >> beam.Map(lambda record: record.shard)
+             | "DistinctShards" >> beam.Distinct()
+             | "AllShards" >> beam.combiners.ToList()
+             | "RemoveStaging" >> beam.Map(_finish, settings))
         return (written, others) | "AllRecords" >> beam.Flatten()
 
 

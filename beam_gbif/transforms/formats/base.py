@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
@@ -48,6 +49,10 @@ class DatasetWriter:
     def shard_path(self, split: str, index: int, count: int) -> str:
         """The shard's path relative to the root (``<split>/<split>-000000.<ext>``)."""
         return f"{shard_prefix(split)}-{index:06d}.{self.extension}"
+
+    def is_shard_name(self, name: str) -> bool:
+        """True for a file name this writer gives its shards (``train-000003.tar``, ``data-000000-of-000002.tfrecord``)."""
+        return re.fullmatch(rf"[^/]+-\d{{6}}(-of-\d{{6}})?\.{re.escape(self.extension)}", name) is not None
 
     def write(self, out: BinaryIO, samples: Iterable[Sample]) -> None:
         """Writes the samples, in the given order, as one file to ``out``."""

@@ -205,7 +205,8 @@ def manifest_settings(options: PipelineOptions, citations: Sequence[Mapping[str,
         output=output,
         # A sharded format writes every shard again from this run's records: an earlier run's rows describe no file of its own.
         carry_over=bool(output) and options.output_format == IMAGEFOLDER and has_manifest(output),
-        prune=bool(options.prune),
+        # Shards are rewritten and stale ones removed by WriteDataset; pruning media files would reach the staging folder.
+        prune=bool(options.prune) and options.output_format == IMAGEFOLDER,
         earlier_is_selection=bool(retry and output and same_root(retry, output)),
         citations=tuple(citations),
         scratch_dir=scratch_dir_for(options),

@@ -33,8 +33,9 @@ def _argv(api: FakeGbifApi, output: Path, *extra: str) -> list[str]:
 
 
 def _dataset_files(output: Path) -> set[str]:
-    skip = {"manifest", "stats.json", "ATTRIBUTION.csv"}
-    return {str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and p.relative_to(output).parts[0] not in skip}
+    skip = {"manifest", "stats.json", "ATTRIBUTION.csv", "classes.json"}
+    return {str(p.relative_to(output)) for p in output.rglob("*")
+            if p.is_file() and p.relative_to(output).parts[0] not in skip and p.name != "metadata.jsonl"}
 
 
 def test_query_to_imagefolder_tree_manifest_and_stats(api, media, tmp_path):

@@ -16,7 +16,9 @@ shards are cut; images are read from the staging folder one at a time while a sh
 from __future__ import annotations
 
 import dataclasses
+import logging
 import posixpath
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,6 +42,8 @@ from beam_gbif.io.store import join_uri, store_for
 from beam_gbif.transforms.formats import Sample, write_filled, writer_for
 
 __all__ = ["DatasetSettings", "WriteDataset", "staging_root"]
+
+_LOG = logging.getLogger(__name__)
 
 # Staged images read at once while a shard is written: bounds the memory to this many images.
 READ_AHEAD = 16
@@ -114,7 +118,9 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element: tuple[str, list[MediaRecord]]) -> Iterator[MediaRecord]:
         shard, records = element
         writer = self._writer
+        started = time.monotonic()
         write_filled(self._store, shard, lambda out: writer.write(out, self._samples(records)), writer.content_type)
+        _LOG.info("dataset: %s written (%d records) in %.2f s", shard, len(records), time.monotonic() - started)
         for record in records:
             # The manifest's path of a sharded record: its image's member name inside the shard.
             yield record.replace(shard=shard, path=_without_image(record).member) if writer.sharded else record

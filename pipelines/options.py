@@ -23,6 +23,7 @@ from beam_gbif import DEFAULT_USER_AGENT
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.image_geometry import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_RESIZE_MODE
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MEDIA_TYPES
+from beam_gbif.core.shards import DEFAULT_SHARD_SIZE, IMAGEFOLDER, OUTPUT_FORMATS
 from beam_gbif.core.split_rules import check_ratios_sum, check_split_name
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL
 from beam_gbif.io.option_files import json_or_file, shown
@@ -198,6 +199,13 @@ class GbifMediaOptions(PipelineOptions):
         add("--log_level", default=None, choices=LOG_LEVELS,
             help="What the console shows; default: the read plan, progress, the summary, warnings and errors. info adds "
                  "details (retries), debug adds Apache Beam's own lines and tracebacks. -v is debug, -q is warning.")
+        # Dataset format
+        add("--output_format", default=IMAGEFOLDER,
+            help=f"Dataset layout: {', '.join(OUTPUT_FORMATS)} (imagefolder: one file per image plus metadata.jsonl).")
+        add("--shard_size", type=int, default=DEFAULT_SHARD_SIZE, help="Records per shard of the sharded formats.")
+        add("--extra_fields", default=None,
+            help="Comma-separated occurrence fields carried into every record, the manifest and the dataset's metadata "
+                 "(API field names, or DwC terms by short name or URI), e.g. scientificName,family,eventDate.")
 
 
 class _OneLineParser(argparse.ArgumentParser):

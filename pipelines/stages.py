@@ -13,10 +13,12 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_gbif.core.shards import IMAGEFOLDER
 from beam_gbif.io.dwca.meta import DwcaError
 from beam_gbif.io.images import ImageSettings
 from beam_gbif.io.manifest_files import has_manifest, same_root
 from beam_gbif.transforms.card import WriteCard, run_facts
+from beam_gbif.transforms.dataset import DatasetSettings, WriteDataset, staging_root
 from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
 from beam_gbif.transforms.filtering import FilterMedia, FilterSettings
 from beam_gbif.transforms.manifest import ManifestSettings, WriteManifest
@@ -61,6 +63,7 @@ def api_settings(options: PipelineOptions) -> ApiReadSettings:
         licenses=frozenset(parse_csv_list(options.licenses)),
         seed=options.seed,
         api_concurrency=options.gbif_api_concurrency,
+        extra_fields=tuple(parse_csv_list(options.extra_fields)),
     )
 
 
@@ -82,6 +85,7 @@ def dwca_settings(options: PipelineOptions) -> DwcaReadSettings:
         licenses=frozenset(parse_csv_list(options.licenses)),
         one_media_seed=None if options.all_media else options.seed,
         scratch_dir=scratch_dir_for(options),
+        extra_fields=tuple(parse_csv_list(options.extra_fields)),
     )
     if runs_remotely(options) and not str(settings.cache_root or "").startswith("gs://"):
         # The extracted files are read by the workers, which cannot see the launcher's disk (the default cache is on it).
@@ -104,6 +108,7 @@ def url_list_settings(options: PipelineOptions) -> UrlListSettings:
         label_field=options.label_field or "label",
         stream_fields=tuple(parse_csv_list(options.split_streams_by)),
         media_type=options.media_type,
+        extra_fields=tuple(parse_csv_list(options.extra_fields)),
     )
 
 
@@ -165,7 +170,8 @@ def assign_splits(options: PipelineOptions) -> AssignSplits:
 def download_settings(options: PipelineOptions) -> DownloadSettings:
     options = options.view_as(GbifMediaOptions)
     return DownloadSettings(
-        output=options.output,
+        # The sharded formats fetch into a staging folder; their shards are written from it (transforms/dataset.py).
+        output=staging_root(options.output, options.output_format) if options.output else options.output,
         max_concurrency=options.max_concurrency,
         per_host_concurrency=options.per_host_concurrency,
         per_host_rate=options.per_host_rate,
@@ -201,6 +207,16 @@ def download_media(options: PipelineOptions) -> DownloadMedia:
     return DownloadMedia(download_settings(options))
 
 
+def dataset_settings(options: PipelineOptions) -> DatasetSettings:
+    options = options.view_as(GbifMediaOptions)
+    return DatasetSettings(output=options.output or "", output_format=options.output_format, shard_size=options.shard_size,
+                           seed=options.seed)
+
+
+def write_dataset(options: PipelineOptions) -> WriteDataset:
+    return WriteDataset(dataset_settings(options))
+
+
 def manifest_settings(options: PipelineOptions, citations: Sequence[Mapping[str, Any]] = ()) -> ManifestSettings:
     """``citations``: what the source read and how to cite it (build() passes the DwC-A source's)."""
     options = options.view_as(GbifMediaOptions)
@@ -208,8 +224,10 @@ def manifest_settings(options: PipelineOptions, citations: Sequence[Mapping[str,
     output, retry = options.output, options.retry_failed_from
     return ManifestSettings(
         output=output,
-        carry_over=bool(output) and has_manifest(output),
-        prune=bool(options.prune),
+        # A sharded format writes every shard again from this run's records: an earlier run's rows describe no file of its own.
+        carry_over=bool(output) and options.output_format == IMAGEFOLDER and has_manifest(output),
+        # Shards are rewritten and stale ones removed by WriteDataset; pruning media files would reach the staging folder.
+        prune=bool(options.prune) and options.output_format == IMAGEFOLDER,
         earlier_is_selection=bool(retry and output and same_root(retry, output)),
         citations=tuple(citations),
         scratch_dir=scratch_dir_for(options),
@@ -247,5 +265,5 @@ _SOURCE_SETTINGS = {"api": api_settings, "dwca": dwca_settings, "urls": url_list
 def check_options(options: PipelineOptions) -> None:
     """Every stage's own validation, without I/O: what a template's regexes must not let through (OptionError)."""
     _SOURCE_SETTINGS[source_kind(options.view_as(GbifMediaOptions))](options)
-    for settings in (filter_settings, sampling_settings, split_settings, download_settings):
+    for settings in (filter_settings, sampling_settings, split_settings, download_settings, dataset_settings):
         settings(options)

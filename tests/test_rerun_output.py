@@ -21,7 +21,7 @@ from pipelines.gbif_media import run
 
 SPECIES = [5352251, 3190653]
 DATASETS = ["7a3679ef-5582-4aaa-81f0-8c2545cafc81", "50c9509d-22c7-4a22-a47d-8c48425ef4a7"]
-LAYOUT = {"manifest", "stats.json", "ATTRIBUTION.csv"}
+LAYOUT = {"manifest", "stats.json", "ATTRIBUTION.csv", "classes.json"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _run(api: FakeGbifApi, output: Path, *extra: str) -> None:
 
 def _dataset_files(output: Path) -> list[str]:
     return sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and p.relative_to(output).parts[0] not in LAYOUT
-                  and not _is_card_file(p.relative_to(output)))
+                  and p.name != "metadata.jsonl" and not _is_card_file(p.relative_to(output)))
 
 
 def _is_card_file(rel: Path) -> bool:

@@ -72,6 +72,10 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "allow_private_hosts": (["true", "false"], ["sometimes"]),
     "prune": (["true", "false", "1"], ["delete", ""]),
     "gbif_api_concurrency": (["4"], ["0"]),
+    "output_format": (["imagefolder", "webdataset", "tfrecord", "parquet"], ["zip", "WebDataset", "", "tar"]),
+    "shard_size": (["1000", "1"], ["0", "-1", "1k", "01"]),
+    "extra_fields": (["scientificName,family,eventDate", "http://rs.tdwg.org/dwc/terms/family, countryCode", "class,order"],
+                     ["", "family,", ",family", "a b", "family;genus"]),
     "user_agent": (["beam-gbif/0.1.0 (+https://github.com/beam-gbif/beam-gbif; me@example.org)"], ["", " leading-space", "tab\there"]),
     "dry_run": (["true", "True", "1"], ["false", "0", "maybe"]),
     "image_size": (["256", "1", "1024"], ["0", "-1", "256px", "1.5", ""]),
@@ -210,7 +214,8 @@ def test_every_documented_example_passes_the_pipelines_own_validation() -> None:
 @pytest.mark.parametrize(("name", "value"), [("nb_samples", "0"), ("nb_samples_per_stream", "0"), ("timeout", "0"), ("licenses", "MIT"),
                                              ("image_size", "0"), ("image_size", "-3"), ("resize_mode", "crop"),
                                              ("encode_format", "gif"), ("encode_quality", "101"), ("encode_quality", "0"),
-                                             ("max_aspect_ratio", "0.5"), ("source_size", "tiny")])
+                                             ("max_aspect_ratio", "0.5"), ("source_size", "tiny"),
+                                             ("shard_size", "0"), ("output_format", "zip")])
 def test_the_pipeline_refuses_what_the_template_refuses(name: str, value: str) -> None:
     assert not _accepts(PARAMETERS[name], value)
     with pytest.raises(OptionError):

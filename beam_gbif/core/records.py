@@ -129,10 +129,23 @@ class MediaRecord:
     original_height: int = 0
     original_bytes: int = 0
     fetched_url: str = ""
+    # Dataset formats (transforms/dataset.py): the record's id in every format (sha1 of its URL), the shard
+    # holding it (relative to the root; "" for imagefolder), its class index (-1 until known) and the
+    # --extra_fields values as (field, value) pairs in option order.
+    key: str = ""
+    shard: str = ""
+    class_index: int = -1
+    extra: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.basename:
             object.__setattr__(self, "basename", url_basename(self.url))
+        if not self.key:
+            object.__setattr__(self, "key", url_basename(self.url))
+        if not (isinstance(self.extra, tuple) and all(isinstance(pair, tuple) for pair in self.extra)):
+            # JSON and Avro give lists or a dict back; the record stays hashable with tuples.
+            pairs = self.extra.items() if isinstance(self.extra, dict) else self.extra
+            object.__setattr__(self, "extra", tuple((str(name), str(value)) for name, value in pairs))
         if not self.label_dir:
             object.__setattr__(self, "label_dir", safe_label_dir(self.label))
         if not isinstance(self.stream, tuple):
@@ -144,6 +157,7 @@ class MediaRecord:
     def to_dict(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["stream"] = list(self.stream)
+        row["extra"] = dict(self.extra)
         return row
 
     @classmethod
@@ -157,7 +171,7 @@ class MediaRecord:
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MediaRecord))
 # What a download sets (a record before its download has their defaults).
 RESULT_FIELDS: tuple[str, ...] = ("status", "path", "bytes", "sha256", "content_type", "error", "width", "height",
-                                  "original_width", "original_height", "original_bytes", "fetched_url")
+                                  "original_width", "original_height", "original_bytes", "fetched_url", "shard", "class_index")
 
 
 def encode_record(record: MediaRecord) -> bytes:

@@ -113,9 +113,11 @@ class Store:
 
     root: str
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None,
+                     overwrite: bool = False) -> bool:
         """Writes ``data`` whole at ``rel``. False when the file was already there and was kept
-        instead (a GCS create-only write): ``describe`` then tells what the file really holds."""
+        instead (a GCS create-only write): ``describe`` then tells what the file really holds.
+        ``overwrite``: replace an existing object too (still one upload on GCS; local writes always replace)."""
         raise NotImplementedError
 
     def exists(self, rel: str) -> bool:
@@ -179,7 +181,8 @@ class LocalStore(Store):
         clean = _clean_rel(rel)
         return os.path.join(self.root, *clean.split("/")) if clean else self.root
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None,
+                     overwrite: bool = False) -> bool:
         final = self._path(rel)
         folder = os.path.dirname(final)
         if folder not in self._folders:
@@ -301,7 +304,8 @@ class GcsStore(Store):
         clean = _clean_rel(rel)
         return "/".join(p for p in (self.prefix, clean) if p)
 
-    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None,
+                     overwrite: bool = False) -> bool:
         from google.api_core.exceptions import PreconditionFailed
 
         blob = self.bucket().blob(self._key(rel))
@@ -309,7 +313,8 @@ class GcsStore(Store):
             blob.metadata = dict(metadata)
         try:
             # if_generation_match=0: create only; a retried bundle never rewrites a finished object.
-            blob.upload_from_string(data, content_type=content_type or "application/octet-stream", if_generation_match=0)
+            blob.upload_from_string(data, content_type=content_type or "application/octet-stream",
+                                    if_generation_match=None if overwrite else 0)
         except PreconditionFailed:
             return False  # another attempt created it first; its bytes may differ from ``data``
         return True

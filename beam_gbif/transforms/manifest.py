@@ -43,6 +43,7 @@ _LOG = logging.getLogger(__name__)
 OCCURRENCE_URL = "https://www.gbif.org/occurrence/{key}"
 ATTRIBUTION_COLUMNS = (
     "path", "url", "license", "license_code", "rights_holder", "creator", "publisher", "occurrence_url", "dataset_key",
+    "shard", "key",
 )
 
 _AVRO_TYPES = {str: "string", int: "long", float: "double", bool: "boolean"}
@@ -58,6 +59,8 @@ def manifest_schema() -> dict[str, Any]:
             avro_type: Any = _AVRO_TYPES[hint]
         elif typing.get_origin(hint) is tuple and set(typing.get_args(hint)) <= {str, Ellipsis}:
             avro_type = {"type": "array", "items": "string"}
+        elif hint == tuple[tuple[str, str], ...]:  # named values (--extra_fields): a map keeps their names
+            avro_type = {"type": "map", "values": "string"}
         else:  # a new field type needs a deliberate Avro mapping, not a silent guess
             raise TypeError(f"MediaRecord.{name}: no Avro mapping for {hint!r}")
         fields.append({"name": name, "type": avro_type})
@@ -86,7 +89,7 @@ def attribution_row(record: MediaRecord) -> list[str]:
     """The record's ATTRIBUTION.csv cells, in ATTRIBUTION_COLUMNS order, each made inert."""
     values = [
         record.path, record.url, record.license, record.license_code, record.rights_holder, record.creator,
-        record.publisher, occurrence_url(record.occurrence_key), record.dataset_key,
+        record.publisher, occurrence_url(record.occurrence_key), record.dataset_key, record.shard, record.key,
     ]
     return [inert_cell(value) for value in values]
 

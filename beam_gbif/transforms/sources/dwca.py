@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE
+from beam_gbif.core.occurrence_fields import check_extra_fields
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE, MediaRecord
 from beam_gbif.io.dwca.archive import PreparedArchive, citation_of, prepare_archive
 from beam_gbif.io.dwca.meta import DwcaError
@@ -120,8 +121,9 @@ class _BuildRecords(beam.DoFn):
     """One gbifID's occurrence row and media rows → its MediaRecords (none when it has no media)."""
 
     def __init__(self, label_field: str, stream_fields: Sequence[str], media_type: str, licenses: frozenset[str] = frozenset(),
-                 one_media_seed: int | None = None):
+                 one_media_seed: int | None = None, extra_fields: Sequence[str] = ()):
         self._licenses = licenses
+        self._extra_fields = tuple(extra_fields)
         self._one_media_seed = one_media_seed
         self._label_field = label_field
         self._stream_fields = tuple(stream_fields)
@@ -152,6 +154,7 @@ class _BuildRecords(beam.DoFn):
             records, dropped = media_records(
                 occurrence, items, label_field=self._label_field, stream_fields=self._stream_fields,
                 media_type=self._media_type, source=plan.source, licenses=self._licenses, one_media_seed=self._one_media_seed,
+                extra_fields=self._extra_fields,
             )
         except ValueError:  # a core id that is not a number cannot be an occurrence key
             self._invalid_ids.inc()
@@ -183,9 +186,11 @@ class DwcaReadSettings:
     licenses: frozenset[str] = frozenset()
     one_media_seed: int | None = None
     scratch_dir: str | None = None
+    extra_fields: tuple[str, ...] = ()  # terms by short name or URI; one the archive lacks is an empty value
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stream_fields", tuple(self.stream_fields))
+        object.__setattr__(self, "extra_fields", check_extra_fields(self.extra_fields, source="dwca"))
         object.__setattr__(self, "licenses", frozenset(self.licenses))
         if bool(self.dwca) == bool(self.download_predicate):
             raise DwcaError(
@@ -228,7 +233,7 @@ def plan_archive(settings: DwcaReadSettings) -> ArchivePlan:
     prepared = prepare(settings)
     name = prepared.archive.zip_uri
     core, multimedia = prepared.core, prepared.multimedia
-    needed = (settings.label_field, *settings.stream_fields, "datasetKey")
+    needed = (settings.label_field, *settings.stream_fields, "datasetKey", *settings.extra_fields)
     required = (settings.label_field, *settings.stream_fields)
     if settings.scratch_dir:
         expected = _extracted_bytes(prepared) * _SPILL_PER_EXTRACTED_BYTE
@@ -274,7 +279,8 @@ class ReadDwcaMedia(beam.PTransform):
             | "ReadMultimedia" >> _read_lines()
             | "ParseMedia" >> beam.ParDo(_ParseMedia(settings.media_type), side).with_output_types(tuple[str, bytes])
         )
-        build = _BuildRecords(settings.label_field, settings.stream_fields, settings.media_type, settings.licenses, settings.one_media_seed)
+        build = _BuildRecords(settings.label_field, settings.stream_fields, settings.media_type, settings.licenses, settings.one_media_seed,
+                               settings.extra_fields)
         return (
             (occurrences, media)
             | "JoinByGbifId" >> GroupByKeyOnDisk(settings.scratch_dir, value_coder=coders.BytesCoder())

@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from beam_gbif.core.licenses import normalize_license
+from beam_gbif.core.occurrence_fields import short_name
 from beam_gbif.core.records import DEFAULT_MEDIA_TYPE, MOVING_IMAGE, SOUND, STILL_IMAGE, MediaRecord
 from beam_gbif.transforms.sampling.combiners import one_media_of_occurrence
 
@@ -58,12 +59,14 @@ def media_records(
     source: str = "",
     licenses: Collection[str] = (),
     one_media_seed: int | None = None,
+    extra_fields: Sequence[str] = (),
 ) -> tuple[list[MediaRecord], Counter]:
     """Records for the media of ``occurrence`` of type ``media_type``, and what was dropped.
 
     ``licenses`` (codes), when given, keeps only media under those licences. ``one_media_seed``,
     when given, keeps one media per occurrence: the one SampleStreams' OneMediaPerOccurrence
-    would keep. Choosing here, where all media of an occurrence are together, saves the
+    would keep. ``extra_fields``: occurrence fields (names or term URIs) stored in each record under
+    their short name; a missing one is ``""``. Choosing here, where all media of an occurrence are together, saves the
     pipeline a shuffle by occurrence; filtering licences first means an occurrence keeps a
     usable image whenever it has one.
     """
@@ -75,6 +78,7 @@ def media_records(
     occurrence_key = int(field_value(occurrence, "key") or field_value(occurrence, "gbifID"))
     stream = tuple(field_value(occurrence, name) for name in stream_fields)
     dataset_key = field_value(occurrence, "datasetKey")
+    extra = tuple((short_name(name), field_value(occurrence, name)) for name in extra_fields)
     records = []
     for item in media:
         if media_type_of(item) != media_type:
@@ -101,6 +105,7 @@ def media_records(
                 publisher=(item.get("publisher") or "").strip(),
                 references=(item.get("references") or "").strip(),
                 source=source,
+                extra=extra,
             )
         )
     if not records:

@@ -27,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_gbif import DEFAULT_USER_AGENT, METRICS_NAMESPACE, NOTICE
+from beam_gbif.core.occurrence_fields import check_extra_fields
 from beam_gbif.core.query import validate_query
 from beam_gbif.core.records import DEFAULT_LABEL_FIELD, DEFAULT_MEDIA_TYPE
 from beam_gbif.io.gbif.client import DEFAULT_GBIF_API_URL, GbifClient
@@ -80,9 +81,11 @@ class ApiReadSettings:
     api_concurrency: int = 4
     max_retries: int = 5
     timeout: tuple[float, float] = (10.0, 60.0)
+    extra_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "query", validate_query(self.query or {}, media_type=self.media_type))
+        object.__setattr__(self, "extra_fields", check_extra_fields(self.extra_fields, source="api"))
         object.__setattr__(self, "stream_fields", tuple(self.stream_fields))
         object.__setattr__(self, "licenses", frozenset(self.licenses))
         object.__setattr__(self, "timeout", tuple(self.timeout))
@@ -148,7 +151,8 @@ class _FetchPagesFn(beam.DoFn):
         for occurrence in results:
             records, dropped = media_records(occurrence, occurrence.get("media") or [], label_field=settings.label_field,
                                              stream_fields=settings.stream_fields, media_type=settings.media_type, source="api",
-                                             licenses=settings.licenses, one_media_seed=settings.one_media_seed)
+                                             licenses=settings.licenses, one_media_seed=settings.one_media_seed,
+                                             extra_fields=settings.extra_fields)
             dropped_on_page.update(dropped)
             usable += len(records)
             yield from records

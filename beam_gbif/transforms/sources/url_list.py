@@ -38,6 +38,7 @@ from apache_beam.metrics import Metrics
 from beam_gbif import METRICS_NAMESPACE
 from beam_gbif.core.errors import OptionError
 from beam_gbif.core.licenses import normalize_license
+from beam_gbif.core.occurrence_fields import check_extra_fields, short_name
 from beam_gbif.core.records import DEFAULT_MEDIA_TYPE, RESULT_FIELDS, MediaRecord, Status
 from beam_gbif.io.manifest_files import manifest_pattern
 from beam_gbif.transforms.sources.list_rows import MAX_LINE_CHARS, Lines, Row, open_text, printable, read_rows
@@ -151,8 +152,10 @@ def rejected_record(path: str, line_number: int, reason: str) -> MediaRecord:
 class _ReadListFile(beam.DoFn):
     """One list file → records; unreadable rows → REJECTED records; bad rows counted and logged here."""
 
-    def __init__(self, list_format: ListFormat, label_field: str, stream_fields: Sequence[str], media_type: str):
+    def __init__(self, list_format: ListFormat, label_field: str, stream_fields: Sequence[str], media_type: str,
+                 extra_fields: Sequence[str] = ()):
         self._format = list_format
+        self._extra_fields = tuple(extra_fields)
         self._label_field = label_field
         self._stream_fields = tuple(stream_fields)
         self._media_type = media_type
@@ -215,6 +218,7 @@ class _ReadListFile(beam.DoFn):
             references=_column(row, ("references",)),
             source=f"urls:{path}",
             split=_column(row, ("split",)),
+            extra=tuple((short_name(name), field_value(row, name)) for name in self._extra_fields),
         )
         return record, ""
 
@@ -238,16 +242,19 @@ class _KeepFailures(beam.DoFn):
 class UrlListSettings:
     """Exactly one of ``input`` (a CSV/TSV list with a url column, or one URL per line) and
     ``retry_failed_from`` (an earlier output: its FAILED manifest rows). ``label_field``: the
-    list's label column; ``stream_fields``: its stream columns; ``media_type``: what a body must be."""
+    list's label column; ``stream_fields``: its stream columns; ``media_type``: what a body must be.
+    ``extra_fields``: list columns carried into every record (a missing column is an empty value)."""
 
     input: str | None = None
     retry_failed_from: str | None = None
     label_field: str = "label"
     stream_fields: tuple[str, ...] = ()
     media_type: str = DEFAULT_MEDIA_TYPE
+    extra_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stream_fields", tuple(self.stream_fields))
+        object.__setattr__(self, "extra_fields", check_extra_fields(self.extra_fields, source="urls"))
         if bool(self.input) == bool(self.retry_failed_from):
             raise OptionError("--source urls needs exactly one of --input FILE or --retry_failed_from OUTPUT")
 
@@ -267,6 +274,7 @@ class ReadUrlList(beam.PTransform):
         self._label_field = settings.label_field
         self._stream_fields = settings.stream_fields
         self._media_type = settings.media_type
+        self._extra_fields = settings.extra_fields
         # Set by expand() for an --input list: its unreadable rows, already FAILED_INVALID_URL records.
         self.rejected: beam.PCollection | None = None
         # Checked now, so a bad file is a clear error before any worker starts.
@@ -288,7 +296,8 @@ class ReadUrlList(beam.PTransform):
         rows = (
             pbegin
             | "ListFile" >> beam.Create([self._input])
-            | "ReadRows" >> beam.ParDo(_ReadListFile(self._format, self._label_field, self._stream_fields, self._media_type))
+            | "ReadRows" >> beam.ParDo(_ReadListFile(self._format, self._label_field, self._stream_fields, self._media_type,
+                                                  self._extra_fields))
             .with_outputs(REJECTED, main="records")
         )
         self.rejected = rows[REJECTED]

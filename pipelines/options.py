@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
@@ -119,95 +119,116 @@ def parse_csv_list(text: str | None) -> list[str]:
     return [part.strip() for part in str(text).split(",") if part.strip()]
 
 
+def _add_source_options(add: Callable[..., Any]) -> None:
+    """Sources."""
+    add("--source", default=None, choices=["api", "dwca", "urls"],
+        help="Where records come from; default: dwca if --dwca is given, urls if --input is given, else api.")
+    add("--query", default=None,
+        help="GBIF occurrence search query as JSON (or @file.json); list values are OR-ed.")
+    add("--gbif_api_url", default=DEFAULT_GBIF_API_URL, help="Base URL of the GBIF API.")
+    add("--dwca", default=None,
+        help="A GBIF download to read: DOI (10.15468/dl.vnm42s), download key, local zip or gs:// URI.")
+    add("--dwca_root_path", default=None,
+        help="Cache folder (local or gs://) for downloaded archives; default ~/.cache/beam-gbif/dwca.")
+    add("--gbif_download_predicate", default=None,
+        help="JSON predicate to request a new GBIF download (needs GBIF_USER/GBIF_PWD in the environment).")
+    add("--input", default=None, help="With --source urls: CSV/TSV with a url column, or one URL per line.")
+    add("--retry_failed_from", default=None,
+        help="Output folder of an earlier run: download again only its FAILED manifest rows.")
+
+
+def _add_record_options(add: Callable[..., Any]) -> None:
+    """Records."""
+    add("--label_field", dest="label_field", default=DEFAULT_LABEL_FIELD,
+        help="Occurrence field whose value labels an image and names its folder (CLI: --label).")
+    add("--media_type", default=DEFAULT_MEDIA_TYPE, choices=MEDIA_TYPES, help="Media type to keep.")
+    add("--licenses", default=None,
+        help="Comma-separated licence codes to keep (e.g. CC0_1_0,CC_BY_4_0); unknown licences are then excluded.")
+
+
+def _add_sampling_options(add: Callable[..., Any]) -> None:
+    """Sampling and splits."""
+    add("--split_streams_by", default=None, help="Comma-separated fields whose value combinations are streams.")
+    add("--nb_samples", type=int, default=None,
+        help="Total records to select across streams; -1 = the largest exactly balanced set.")
+    add("--nb_samples_per_stream", type=int, default=None, help="At most this many records per stream.")
+    add("--weighted_streams", type=parse_bool, nargs="?", const=True, default=False,
+        help="Quotas proportional to stream sizes instead of balanced.")
+    add("--all_media", type=parse_bool, nargs="?", const=True, default=False,
+        help="Keep every media item of an occurrence (default: one per occurrence).")
+    add("--random_subsets", default=None, help="Splits and ratios, e.g. train=0.9,test=0.1.")
+    add("--subset_streams", default=None,
+        help='JSON mapping splits to whole streams, e.g. {"test": {"datasetKey": ["..."]}, "train": "*"}.')
+    add("--seed", type=int, default=0, help="Seed of every random choice (sampling, splits, read planning).")
+
+
+def _add_download_options(add: Callable[..., Any]) -> None:
+    """Download."""
+    add("--output", default=None, help="Dataset root: a local folder or gs://bucket/prefix.")
+    add("--max_concurrency", type=int, default=256, help="Requests in flight per worker process.")
+    add("--per_host_concurrency", type=int, default=16, help="Requests in flight per media host, across all workers.")
+    add("--per_host_rate", type=float, default=0.0, help="Requests per second per media host (0 = unlimited).")
+    add("--max_retries", type=int, default=3,
+        help="Retries of a media request on 5xx, 429, connection errors and timeouts (a timeout is retried once at most).")
+    add("--timeout", type=float, default=30.0, help="Seconds one media request may take in all (connect, headers, body).")
+    add("--max_bytes", type=int, default=50 * 1024 * 1024, help="Largest media file accepted, in bytes.")
+    add("--prune", type=parse_bool, nargs="?", const=True, default=False,
+        help="Delete files an earlier run left in --output that this run did not select, and downloaded files in no "
+             "manifest row (default: keep them, listed in the manifest as KEPT_FROM_EARLIER_RUN).")
+    add("--max_buffer_bytes", type=int, default=1 << 30,
+        help="Bytes of media bodies held in memory (in flight or waiting to be written) per worker process.")
+    add("--allow_private_hosts", type=parse_bool, nargs="?", const=True, default=False,
+        help="Also allow media hosts on loopback and private addresses (local tests only); never link-local or cloud metadata.")
+    add("--gbif_api_concurrency", type=int, default=4, help="Search requests in flight to the GBIF API.")
+
+
+def _add_image_options(add: Callable[..., Any]) -> None:
+    """Images (names as img2dataset's where it has one)."""
+    add("--image_size", type=int, default=None,
+        help="Target size in pixels; every stored image is then re-encoded (upright, no metadata). Default: originals kept.")
+    add("--resize_mode", default=DEFAULT_RESIZE_MODE,
+        help="no, keep_ratio (smaller side to --image_size), keep_ratio_largest (larger side), center_crop, border.")
+    add("--resize_only_if_bigger", type=parse_bool, nargs="?", const=True, default=True,
+        help="Never scale an image up (default true).")
+    add("--min_image_size", type=int, default=0,
+        help="Images whose smaller side is under this many pixels get FILTERED_TOO_SMALL (0: off).")
+    add("--max_aspect_ratio", type=float, default=0.0,
+        help="Images whose longer/shorter side is above this get FILTERED_ASPECT_RATIO (0: off).")
+    add("--encode_format", default="jpg", help="Format of re-encoded images: jpg, webp or png.")
+    add("--encode_quality", type=int, default=95, help="JPEG/WebP quality of re-encoded images, 1-100.")
+    add("--validate_images", type=parse_bool, nargs="?", const=True, default=True,
+        help="Decode every image body; one that does not decode gets FAILED_DECODE (default true).")
+    add("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="Images whose header claims more pixels get FAILED_DECODE, never decoded.")
+    add("--strip_metadata", type=parse_bool, nargs="?", const=True, default=False,
+        help="Also remove EXIF/XMP/GPS from originals stored without resizing (orientation kept).")
+    add("--source_size", default="auto",
+        help="auto, original, large, medium, small: fetch a smaller published version where a host has one.")
+
+
+def _add_console_options(add: Callable[..., Any]) -> None:
+    """Console."""
+    add("--log_level", default=None, choices=LOG_LEVELS,
+        help="What the console shows; default: the read plan, progress, the summary, warnings and errors. info adds "
+             "details (retries), debug adds Apache Beam's own lines and tracebacks. -v is debug, -q is warning.")
+
+
+def _add_format_options(add: Callable[..., Any]) -> None:
+    """Dataset format."""
+    add("--output_format", default=IMAGEFOLDER,
+        help=f"Dataset layout: {', '.join(OUTPUT_FORMATS)} (imagefolder: one file per image plus metadata.jsonl).")
+    add("--shard_size", type=int, default=DEFAULT_SHARD_SIZE, help="Records per shard of the sharded formats.")
+    add("--extra_fields", default=None,
+        help="Comma-separated occurrence fields carried into every record, the manifest and the dataset's metadata "
+             "(API field names, or DwC terms by short name or URI), e.g. scientificName,family,eventDate.")
+
+
 class GbifMediaOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        add = parser.add_argument
-        # Sources
-        add("--source", default=None, choices=["api", "dwca", "urls"],
-            help="Where records come from; default: dwca if --dwca is given, urls if --input is given, else api.")
-        add("--query", default=None,
-            help="GBIF occurrence search query as JSON (or @file.json); list values are OR-ed.")
-        add("--gbif_api_url", default=DEFAULT_GBIF_API_URL, help="Base URL of the GBIF API.")
-        add("--dwca", default=None,
-            help="A GBIF download to read: DOI (10.15468/dl.vnm42s), download key, local zip or gs:// URI.")
-        add("--dwca_root_path", default=None,
-            help="Cache folder (local or gs://) for downloaded archives; default ~/.cache/beam-gbif/dwca.")
-        add("--gbif_download_predicate", default=None,
-            help="JSON predicate to request a new GBIF download (needs GBIF_USER/GBIF_PWD in the environment).")
-        add("--input", default=None, help="With --source urls: CSV/TSV with a url column, or one URL per line.")
-        add("--retry_failed_from", default=None,
-            help="Output folder of an earlier run: download again only its FAILED manifest rows.")
-        # Records
-        add("--label_field", dest="label_field", default=DEFAULT_LABEL_FIELD,
-            help="Occurrence field whose value labels an image and names its folder (CLI: --label).")
-        add("--media_type", default=DEFAULT_MEDIA_TYPE, choices=MEDIA_TYPES, help="Media type to keep.")
-        add("--licenses", default=None,
-            help="Comma-separated licence codes to keep (e.g. CC0_1_0,CC_BY_4_0); unknown licences are then excluded.")
-        # Sampling and splits
-        add("--split_streams_by", default=None, help="Comma-separated fields whose value combinations are streams.")
-        add("--nb_samples", type=int, default=None,
-            help="Total records to select across streams; -1 = the largest exactly balanced set.")
-        add("--nb_samples_per_stream", type=int, default=None, help="At most this many records per stream.")
-        add("--weighted_streams", type=parse_bool, nargs="?", const=True, default=False,
-            help="Quotas proportional to stream sizes instead of balanced.")
-        add("--all_media", type=parse_bool, nargs="?", const=True, default=False,
-            help="Keep every media item of an occurrence (default: one per occurrence).")
-        add("--random_subsets", default=None, help="Splits and ratios, e.g. train=0.9,test=0.1.")
-        add("--subset_streams", default=None,
-            help='JSON mapping splits to whole streams, e.g. {"test": {"datasetKey": ["..."]}, "train": "*"}.')
-        add("--seed", type=int, default=0, help="Seed of every random choice (sampling, splits, read planning).")
-        # Download
-        add("--output", default=None, help="Dataset root: a local folder or gs://bucket/prefix.")
-        add("--max_concurrency", type=int, default=256, help="Requests in flight per worker process.")
-        add("--per_host_concurrency", type=int, default=16, help="Requests in flight per media host, across all workers.")
-        add("--per_host_rate", type=float, default=0.0, help="Requests per second per media host (0 = unlimited).")
-        add("--max_retries", type=int, default=3,
-            help="Retries of a media request on 5xx, 429, connection errors and timeouts (a timeout is retried once at most).")
-        add("--timeout", type=float, default=30.0, help="Seconds one media request may take in all (connect, headers, body).")
-        add("--max_bytes", type=int, default=50 * 1024 * 1024, help="Largest media file accepted, in bytes.")
-        add("--prune", type=parse_bool, nargs="?", const=True, default=False,
-            help="Delete files an earlier run left in --output that this run did not select, and downloaded files in no "
-                 "manifest row (default: keep them, listed in the manifest as KEPT_FROM_EARLIER_RUN).")
-        add("--max_buffer_bytes", type=int, default=1 << 30,
-            help="Bytes of media bodies held in memory (in flight or waiting to be written) per worker process.")
-        add("--allow_private_hosts", type=parse_bool, nargs="?", const=True, default=False,
-            help="Also allow media hosts on loopback and private addresses (local tests only); never link-local or cloud metadata.")
-        add("--gbif_api_concurrency", type=int, default=4, help="Search requests in flight to the GBIF API.")
-        # Images (names as img2dataset's where it has one)
-        add("--image_size", type=int, default=None,
-            help="Target size in pixels; every stored image is then re-encoded (upright, no metadata). Default: originals kept.")
-        add("--resize_mode", default=DEFAULT_RESIZE_MODE,
-            help="no, keep_ratio (smaller side to --image_size), keep_ratio_largest (larger side), center_crop, border.")
-        add("--resize_only_if_bigger", type=parse_bool, nargs="?", const=True, default=True,
-            help="Never scale an image up (default true).")
-        add("--min_image_size", type=int, default=0,
-            help="Images whose smaller side is under this many pixels get FILTERED_TOO_SMALL (0: off).")
-        add("--max_aspect_ratio", type=float, default=0.0,
-            help="Images whose longer/shorter side is above this get FILTERED_ASPECT_RATIO (0: off).")
-        add("--encode_format", default="jpg", help="Format of re-encoded images: jpg, webp or png.")
-        add("--encode_quality", type=int, default=95, help="JPEG/WebP quality of re-encoded images, 1-100.")
-        add("--validate_images", type=parse_bool, nargs="?", const=True, default=True,
-            help="Decode every image body; one that does not decode gets FAILED_DECODE (default true).")
-        add("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
-            help="Images whose header claims more pixels get FAILED_DECODE, never decoded.")
-        add("--strip_metadata", type=parse_bool, nargs="?", const=True, default=False,
-            help="Also remove EXIF/XMP/GPS from originals stored without resizing (orientation kept).")
-        add("--source_size", default="auto",
-            help="auto, original, large, medium, small: fetch a smaller published version where a host has one.")
-        # Console
-        add("--log_level", default=None, choices=LOG_LEVELS,
-            help="What the console shows; default: the read plan, progress, the summary, warnings and errors. info adds "
-                 "details (retries), debug adds Apache Beam's own lines and tracebacks. -v is debug, -q is warning.")
-        # Dataset format
-        add("--output_format", default=IMAGEFOLDER,
-            help=f"Dataset layout: {', '.join(OUTPUT_FORMATS)} (imagefolder: one file per image plus metadata.jsonl).")
-        add("--shard_size", type=int, default=DEFAULT_SHARD_SIZE, help="Records per shard of the sharded formats.")
-        add("--extra_fields", default=None,
-            help="Comma-separated occurrence fields carried into every record, the manifest and the dataset's metadata "
-                 "(API field names, or DwC terms by short name or URI), e.g. scientificName,family,eventDate.")
-
-
+        for add_group in (_add_source_options, _add_record_options, _add_sampling_options, _add_download_options, _add_image_options,
+                          _add_console_options, _add_format_options):
+            add_group(parser.add_argument)
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that raises instead of printing its whole usage block and exiting."""
 

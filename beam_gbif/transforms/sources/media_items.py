@@ -49,6 +49,20 @@ def media_type_of(item: Mapping[str, Any]) -> str:
     return next((kind for prefix, kind in _TYPE_BY_FORMAT_PREFIX.items() if media_format.startswith(prefix)), "")
 
 
+def _text(item: Mapping[str, Any], name: str) -> str:
+    return (item.get(name) or "").strip()
+
+
+def _media_record(item: Mapping[str, Any], common: Mapping[str, Any]) -> MediaRecord:
+    """The record of one media item, with the fields its occurrence gives every item (``common``)."""
+    raw_license = _text(item, "license")
+    return MediaRecord(
+        url=_text(item, "identifier"), media_format=_text(item, "format"), license=raw_license, license_code=normalize_license(raw_license),
+        rights_holder=_text(item, "rightsHolder"), creator=_text(item, "creator"), publisher=_text(item, "publisher"),
+        references=_text(item, "references"), **common,
+    )
+
+
 def media_records(
     occurrence: Mapping[str, Any],
     media: Iterable[Mapping[str, Any]],
@@ -66,9 +80,9 @@ def media_records(
     ``licenses`` (codes), when given, keeps only media under those licences. ``one_media_seed``,
     when given, keeps one media per occurrence: the one SampleStreams' OneMediaPerOccurrence
     would keep. ``extra_fields``: occurrence fields (names or term URIs) stored in each record under
-    their short name; a missing one is ``""``. Choosing here, where all media of an occurrence are together, saves the
-    pipeline a shuffle by occurrence; filtering licences first means an occurrence keeps a
-    usable image whenever it has one.
+    their short name; a missing one is ``""``. Choosing here, where all media of an occurrence are
+    together, saves the pipeline a shuffle by occurrence; filtering licences first means an
+    occurrence keeps a usable image whenever it has one.
     """
     dropped: Counter = Counter()
     label = field_value(occurrence, label_field)
@@ -79,35 +93,16 @@ def media_records(
     stream = tuple(field_value(occurrence, name) for name in stream_fields)
     dataset_key = field_value(occurrence, "datasetKey")
     extra = tuple((short_name(name), field_value(occurrence, name)) for name in extra_fields)
+    common = {"label": label, "occurrence_key": occurrence_key, "stream": stream, "dataset_key": dataset_key, "media_type": media_type,
+              "source": source, "extra": extra}
     records = []
     for item in media:
         if media_type_of(item) != media_type:
             dropped[DROPPED_MEDIA_OTHER_TYPE] += 1
-            continue
-        url = (item.get("identifier") or "").strip()
-        if not url:
+        elif not (item.get("identifier") or "").strip():
             dropped[DROPPED_MEDIA_NO_URL] += 1
-            continue
-        raw_license = (item.get("license") or "").strip()
-        records.append(
-            MediaRecord(
-                url=url,
-                label=label,
-                occurrence_key=occurrence_key,
-                stream=stream,
-                dataset_key=dataset_key,
-                media_type=media_type,
-                media_format=(item.get("format") or "").strip(),
-                license=raw_license,
-                license_code=normalize_license(raw_license),
-                rights_holder=(item.get("rightsHolder") or "").strip(),
-                creator=(item.get("creator") or "").strip(),
-                publisher=(item.get("publisher") or "").strip(),
-                references=(item.get("references") or "").strip(),
-                source=source,
-                extra=extra,
-            )
-        )
+        else:
+            records.append(_media_record(item, common))
     if not records:
         dropped[DROPPED_NO_MEDIA] += 1
     if licenses:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from beam_gbif.io.fetch import DownloadSettings
 from beam_gbif.io.manifest_files import read_manifest
 from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
 from beam_gbif.testing.media_server import MediaServer, image_bytes
+from beam_gbif.testing.processes import kill_when
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_gbif.transforms.download import DownloadMedia
 from beam_gbif.io.safety import AllowOnly
 from beam_gbif.core.records import MediaRecord, Status
-from beam_gbif.io.fetch import DownloadSettings
 from beam_gbif.io.manifest_files import read_manifest
 from beam_gbif.transforms.stats import metric_counters
 from beam_gbif.transforms.download import DownloadSettings
@@ -70,14 +69,7 @@ def test_sigkill_then_rerun_completes_without_redownloading(tmp_path):
         records_file.write_text(json.dumps([r.to_dict() for r in records]))
 
         process, _ = start_job(tmp_path, records_file, output)
-        deadline = time.monotonic() + 120
-        while not output.exists() or len(finished_files(output)) < 40:
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the first run never got going"
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(30)
-        process.stderr.close()
+        kill_when(process, lambda: output.exists() and len(finished_files(output)) >= 40)
         done_before = finished_files(output)
         assert 40 <= len(done_before) < len(records), "killed mid-run"
 

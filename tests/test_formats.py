@@ -6,12 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from beam_gbif.core.records import Status
 from beam_gbif.io.manifest_files import read_attribution, read_manifest
 from beam_gbif.testing.gcs_emulator import NO_METADATA_ENV
 from beam_gbif.testing.media_server import MediaServer
+from beam_gbif.testing.processes import kill_when
 from pipelines.gbif_media import run
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -297,14 +296,7 @@ def test_webdataset_killed_with_sigkill_then_rerun_completes_without_fetching_ag
         env = {**os.environ, **NO_METADATA_ENV, "PYTHONPATH": str(PROJECT)}
         process = subprocess.Popen([sys.executable, "-m", "pipelines.gbif_media", *argv], env=env, cwd=str(PROJECT),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while len(_staged(output)) < 40:
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the first run never got going"
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(30)
-        process.stderr.close()
+        kill_when(process, lambda: len(_staged(output)) >= 40)
         staged = _staged(output)
         assert 40 <= len(staged) < count and not list(output.rglob("*.tar")), "killed while downloading"
         first_hits = media.total_hits

@@ -41,9 +41,9 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     opts = options.view_as(GbifMediaOptions)
     if not opts.output:
         raise OptionError("--output is required: a local folder or gs://bucket/prefix for the dataset")
-    stages.image_settings(opts)  # a bad image option is refused before a source sends its first request
-    # Before the source: its construction may already ask the GBIF API (planning), and a bad format option must not.
-    write_dataset = stages.write_dataset(opts)
+    # Every stage's own checks before any of them is built: a source may read its input while it is
+    # built, and a bad option of a later stage (images, formats) must stop the run before that.
+    stages.check_options(options)
     source = stages.read_media(opts)
     records = pipeline | "ReadMedia" >> source
     usable = records | "FilterMedia" >> stages.filter_media(opts)
@@ -51,7 +51,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.P
     selected = usable | "SampleStreams" >> sampler
     assigned = selected | "AssignSplits" >> stages.assign_splits(opts)
     downloaded = assigned | "DownloadMedia" >> stages.download_media(opts)
-    results = downloaded | "WriteDataset" >> write_dataset
+    results = downloaded | "WriteDataset" >> stages.write_dataset(opts)
     rejected = getattr(source, "rejected", None)
     if rejected is not None:  # rows a source could not read: already failed, straight to the manifest
         results = (results, rejected) | "WithUnreadableRows" >> beam.Flatten()
@@ -131,7 +131,7 @@ def _report(exc: BaseException, debug: bool) -> int:
 def _run(options: PipelineOptions, opts: GbifMediaOptions, argv: Sequence[str]) -> int:
     started = time.monotonic()
     if is_dry_run(options):
-        stages.image_settings(opts)  # bad image options are refused even when only the plan is printed
+        stages.check_options(options)  # bad options are refused even when only the plan is printed
         print(describe_plan(opts))
         if not runs_remotely(options):
             return 0

@@ -48,9 +48,10 @@ class DownloadSettings:
     wait at most this long for a first byte until it answers again. ``write_threads``: writers of a
     local store (GCS uploads get at least 64): a few suffice, more only contend for the GIL.
     ``fsync``: off, since temp file + rename already keeps files whole when a run is killed; on,
-    files also survive a power loss. ``max_pending``: records queued per DoFn at once (0: four
-    times ``max_concurrency``); each waiting record costs memory. The rest: limits, timeouts and
-    retries of the fetch.
+    files also survive a power loss. ``max_pending``: records queued per DoFn at once (not a few
+    times ``max_concurrency``: a bundle's records come one host shard at a time, and a shard only
+    gets its share of ``per_host_concurrency``, so the shards must be queued together). The rest: limits,
+    timeouts and retries of the fetch.
     """
 
     output: str = ""
@@ -73,7 +74,7 @@ class DownloadSettings:
     write_threads: int = 8
     fsync: bool = False
     progress_interval: float = 30.0
-    max_pending: int = 0
+    max_pending: int = 50_000
     circuit_threshold: int = 8
     circuit_cooldown: float = 2.0
     circuit_max_cooldown: float = 60.0
@@ -101,10 +102,6 @@ class DownloadSettings:
             value = getattr(self, name)
             if not ok(value):
                 raise OptionError(f"--{name} must be {requirement}, got {value!r}")
-
-    @property
-    def pending_limit(self) -> int:
-        return self.max_pending or 4 * self.max_concurrency
 
     @property
     def record_budget(self) -> float:

@@ -39,7 +39,7 @@ class _DownloadFn(beam.DoFn):
     ``process`` and ``finish_bundle``: no thread hand-offs per record, no GIL contention between a
     loop thread and Beam's thread, and counters are incremented in the DoFn's thread. ``process``
     queues one task per record and lets them start; the loop runs to completion in
-    ``finish_bundle`` (or earlier, whenever ``pending_limit`` records are queued), so every host
+    ``finish_bundle`` (or earlier, whenever ``max_pending`` records are queued), so every host
     shard of the bundle downloads at once.
     """
 
@@ -78,8 +78,8 @@ class _DownloadFn(beam.DoFn):
             task = self._loop.create_task(self._engine.handle(record, key, self._folders))
             task.add_done_callback(functools.partial(self._done, record, window, timestamp))
             self._tasks.add(task)
-            if len(self._tasks) >= self.settings.pending_limit:
-                self._run_until_below(self.settings.pending_limit // 2)
+            if len(self._tasks) >= self.settings.max_pending:
+                self._run_until_below(self.settings.max_pending // 2)
                 yield from self._emit()
         # One turn of the loop: the new tasks send their first requests while Beam reads the next group.
         self._loop.run_until_complete(asyncio.sleep(0))

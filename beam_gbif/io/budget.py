@@ -45,6 +45,14 @@ class ByteBudget:
         self.held += size
         self.peak = max(self.peak, self.held)
 
+    def try_reserve(self, size: int) -> bool:
+        """Holds ``size`` bytes if they fit now, without waiting; False (nothing held) otherwise."""
+        with self._lock:
+            if not self._waiters and self._fits(size):
+                self._take(size)
+                return True
+        return False
+
     async def reserve(self, size: int) -> None:
         """Waits until ``size`` bytes fit, then holds them (give them back with ``release``)."""
         loop = asyncio.get_running_loop()
@@ -143,6 +151,12 @@ class Lease:
     async def reserve(self, size: int) -> None:
         await self.budget.reserve(size)
         self.reserved += size
+
+    def try_reserve(self, size: int) -> bool:
+        if self.budget.try_reserve(size):
+            self.reserved += size
+            return True
+        return False
 
     def cover(self, total: int) -> None:
         """Grows the reservation to ``total`` bytes without waiting (allowed only when already alone)."""

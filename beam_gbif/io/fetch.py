@@ -294,8 +294,11 @@ class FetchEngine:
 
     async def _queue_for_request(self, gate: ShardGate, clock: asyncio.Timeout) -> Lease:
         """Waits for a rate token and a worker slot (the record's clock stands still), then starts the clock."""
-        async with paused(clock):
-            await gate.rate.wait()
+        if gate.rate.interval or self.global_slots.locked():  # else neither waits: no clock to stop
+            async with paused(clock):
+                await gate.rate.wait()
+                await self.global_slots.acquire()
+        else:
             await self.global_slots.acquire()
         if clock.when() is None:
             clock.reschedule(asyncio.get_running_loop().time() + self.settings.record_budget)

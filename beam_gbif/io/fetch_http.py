@@ -193,8 +193,10 @@ class HttpFetcher:
         lease = state.lease
         # A decoded (gzip) body may be longer than its Content-Length: then the length is unknown.
         known = response.content_length if "Content-Encoding" not in response.headers else None
-        async with paused(*state.clocks):  # waiting for memory is queueing: it spends no attempt or record time
-            await lease.reserve(known if known is not None else min(s.max_bytes, lease.budget.limit))
+        size = known if known is not None else min(s.max_bytes, lease.budget.limit)
+        if not lease.try_reserve(size):
+            async with paused(*state.clocks):  # waiting for memory is queueing: it spends no attempt or record time
+                await lease.reserve(size)
         state.reading_body = True
         chunks = []
         received = 0

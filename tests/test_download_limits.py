@@ -7,13 +7,16 @@ import asyncio
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from beam_gbif.core.records import MediaRecord, Status
 from beam_gbif.io.budget import ByteBudget, process_budget
+from beam_gbif.io.fetch import FetchEngine
 from beam_gbif.io.safety import AllowOnly, CheckedResolver
+from beam_gbif.io.store import LocalStore
 from beam_gbif.testing.collect import run_transform
 from beam_gbif.testing.media_server import MediaServer
 from beam_gbif.transforms.download import DownloadMedia, DownloadSettings
@@ -48,6 +51,46 @@ def test_held_bytes_never_exceed_max_buffer_bytes(tmp_path):
     budget = process_budget(limit)
     assert 12_000 < budget.peak <= limit, f"held bytes peaked at {budget.peak}"
     assert budget.held == 0, "every reservation given back once its file was written"
+
+
+class HeldWriteStore(LocalStore):
+    """A local store whose writes wait until the test lets them go."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writing = threading.Event()
+        self.go = threading.Event()
+
+    def write_atomic(self, rel: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None) -> bool:
+        self.writing.set()
+        assert self.go.wait(20), "the test never let the write go"
+        return super().write_atomic(rel, data, content_type, metadata)
+
+
+@pytest.mark.timeout(60)
+def test_a_body_holds_its_bytes_until_its_write_finished(tmp_path):
+    limit = 50_021  # a budget of its own
+    settings = DownloadSettings(str(tmp_path / "ds"), address_policy=LOOPBACK_ONLY, max_buffer_bytes=limit)
+    store = HeldWriteStore(tmp_path / "ds")
+
+    async def fetch_one(url: str, pool: ThreadPoolExecutor) -> tuple[int, MediaRecord]:
+        engine = FetchEngine(settings, LOOPBACK_ONLY, store, pool)
+        await engine.open()
+        try:
+            task = asyncio.ensure_future(engine.handle(MediaRecord(url=url, label="sp", occurrence_key=1), ("127.0.0.1", 0), {}))
+            assert await asyncio.get_running_loop().run_in_executor(None, store.writing.wait, 20)
+            held_while_writing = engine.budget.held
+            store.go.set()
+            result, _ = await task
+            return held_while_writing, result
+        finally:
+            await engine.close()
+
+    with MediaServer() as media, ThreadPoolExecutor(2) as pool:
+        held, result = asyncio.run(fetch_one(media.url("held"), pool))
+    assert result.status == Status.DOWNLOADED
+    assert held == result.original_bytes > 0, "a body waiting for its write still counts against --max_buffer_bytes"
+    assert process_budget(limit).held == 0, "and gives its bytes back once written"
 
 
 @pytest.mark.timeout(60)

@@ -8,7 +8,8 @@ import pickle
 
 import pytest
 
-from beam_gbif.io.store import LocalStore, StoreError, is_temp_name, store_for, temp_target
+from beam_gbif.io.local_files import is_temp_name, temp_target
+from beam_gbif.io.store import LocalStore, StoreError, store_for
 
 
 def test_write_read_list_describe_delete(tmp_path):
@@ -85,3 +86,18 @@ def test_a_folder_removed_between_writes_is_made_again(tmp_path):
     store.write_atomic("train/a/2.jpg", b"two")
     assert (tmp_path / "ds" / "train" / "a" / "2.jpg").read_bytes() == b"two"
     assert not [p for p in (tmp_path / "ds").rglob("*") if is_temp_name(p.name)]
+
+
+def test_temp_names_are_distinct_and_recognised_and_fsync_runs_only_when_asked(tmp_path, monkeypatch):
+    from beam_gbif.io.fetch import DownloadSettings
+    from beam_gbif.io.local_files import temp_name
+
+    names = {temp_name("a.jpg") for _ in range(1000)}
+    assert len(names) == 1000 and all(is_temp_name(n) and temp_target(n) == "a.jpg" for n in names)
+    synced = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    store_for(tmp_path).write_atomic("a/1.jpg", b"x")  # default: temp + rename survives SIGKILL; no fsync
+    assert synced == [] and not DownloadSettings(output=str(tmp_path)).fsync
+    LocalStore(tmp_path, fsync=True).write_atomic("a/2.jpg", b"y" * 100_000)
+    assert len(synced) == 1 and (tmp_path / "a" / "2.jpg").read_bytes() == b"y" * 100_000
+    assert sorted(os.listdir(tmp_path / "a")) == ["1.jpg", "2.jpg"]

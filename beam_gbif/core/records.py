@@ -152,6 +152,11 @@ class MediaRecord:
             object.__setattr__(self, "stream", tuple(self.stream))
 
     def replace(self, **changes: Any) -> MediaRecord:
+        """A copy with ``changes``; a download's result fields are copied without re-running ``__post_init__``."""
+        if _NORMALISED.isdisjoint(changes) and _FIELD_SET.issuperset(changes):
+            copy = object.__new__(type(self))
+            copy.__dict__.update(self.__dict__, **changes)
+            return copy
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,6 +174,8 @@ class MediaRecord:
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MediaRecord))
+_FIELD_SET = frozenset(FIELD_NAMES)
+_NORMALISED = frozenset({"url", "label", "label_dir", "basename", "stream"})  # what __post_init__ fills in or converts
 # What a download sets (a record before its download has their defaults).
 RESULT_FIELDS: tuple[str, ...] = ("status", "path", "bytes", "sha256", "content_type", "error", "width", "height",
                                   "original_width", "original_height", "original_bytes", "fetched_url", "shard", "class_index")

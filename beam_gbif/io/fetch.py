@@ -27,8 +27,9 @@ from beam_gbif.io.budget import ByteBudget, Lease, process_budget
 from beam_gbif.io.fetch_http import Failure, HttpFetcher, paused
 from beam_gbif.io.hosts import CircuitBreaker, ShardGate, host_shards, shard_share, url_host
 from beam_gbif.io.images import ImageSettings, Rejected, prepare
+from beam_gbif.io.local_files import is_temp_name, temp_target
 from beam_gbif.io.safety import AddressPolicy, CheckedResolver, policy_for
-from beam_gbif.io.store import Store, StoreError, is_temp_name, store_for, temp_target
+from beam_gbif.io.store import Store, StoreError, store_for
 
 __all__ = ["DownloadSettings", "Failure", "FetchEngine", "failed", "relative_folder"]
 
@@ -44,8 +45,13 @@ class DownloadSettings:
     (local runners; see transforms/spill.py). ``max_buffer_bytes``: the bodies in flight and waiting
     to be written hold at most this many bytes per worker process (io/budget.py).
     ``slow_host_first_byte``: after a request to a host got no answer in time, that host's requests
-    wait at most this long for a first byte until it answers again. The rest: limits, timeouts and
-    retries of the fetch.
+    wait at most this long for a first byte until it answers again. ``write_threads``: writers of a
+    local store (GCS uploads get at least 64): a few suffice, more only contend for the GIL.
+    ``fsync``: off, since temp file + rename already keeps files whole when a run is killed; on,
+    files also survive a power loss. ``max_pending``: records queued per DoFn at once (not a few
+    times ``max_concurrency``: a bundle's records come one host shard at a time, and a shard only
+    gets its share of ``per_host_concurrency``, so the shards must be queued together). The rest: limits,
+    timeouts and retries of the fetch.
     """
 
     output: str = ""
@@ -65,8 +71,8 @@ class DownloadSettings:
     backoff_max: float = 30.0
     max_redirects: int = 10
     session_per_bundle: bool = False
-    write_threads: int = 32
-    fsync: bool = True
+    write_threads: int = 8
+    fsync: bool = False
     progress_interval: float = 30.0
     max_pending: int = 50_000
     circuit_threshold: int = 8
@@ -288,8 +294,11 @@ class FetchEngine:
 
     async def _queue_for_request(self, gate: ShardGate, clock: asyncio.Timeout) -> Lease:
         """Waits for a rate token and a worker slot (the record's clock stands still), then starts the clock."""
-        async with paused(clock):
-            await gate.rate.wait()
+        if gate.rate.interval or self.global_slots.locked():  # else neither waits: no clock to stop
+            async with paused(clock):
+                await gate.rate.wait()
+                await self.global_slots.acquire()
+        else:
             await self.global_slots.acquire()
         if clock.when() is None:
             clock.reschedule(asyncio.get_running_loop().time() + self.settings.record_budget)

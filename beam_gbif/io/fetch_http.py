@@ -69,7 +69,14 @@ class _Attempt:
     clocks: tuple[asyncio.Timeout, ...]
     lease: Lease
     health: CircuitBreaker
+    deadline: float = 0.0  # loop time at which the attempt ends (--timeout after its start)
     reading_body: bool = False
+
+    def limit_to(self, when: float) -> None:
+        """Moves the attempt's one timer (``clocks[-1]``) to ``when``: a first-byte limit, or back to ``deadline``."""
+        limit = self.clocks[-1]
+        if limit.when() != when:
+            limit.reschedule(when)
 
 
 class HttpFetcher:
@@ -108,7 +115,9 @@ class HttpFetcher:
         first_byte = min(s.timeout, s.slow_host_first_byte) if health.slow else s.timeout
         state = _Attempt(first_byte, (clock,), lease, health)
         try:
-            async with asyncio.timeout(s.timeout) as limit:
+            # One timer per attempt: each request's first-byte limit, then the attempt's --timeout.
+            state.deadline = asyncio.get_running_loop().time() + s.timeout
+            async with asyncio.timeout_at(state.deadline) as limit:
                 state.clocks = (clock, limit)
                 return await self._get_following_redirects(url, media_type, state)
         except aiohttp.ConnectionTimeoutError:
@@ -147,8 +156,9 @@ class HttpFetcher:
                 # ``http://trusted.org@other-host/`` misleads readers, and aiohttp would send the user info as credentials.
                 raise Failure(Status.FAILED_REFUSED, f"user info in a URL is refused: {url.with_user(None)}")
             await check_host(url.host, url.port or 0, self.policy, self.resolver)
-            async with asyncio.timeout(state.first_byte):
-                response = await self.session.get(url, allow_redirects=False)
+            state.limit_to(min(state.deadline, asyncio.get_running_loop().time() + state.first_byte))
+            response = await self.session.get(url, allow_redirects=False)
+            state.limit_to(state.deadline)
             state.health.answered()
             async with response:
                 if response.status not in REDIRECT_CODES:
@@ -183,8 +193,10 @@ class HttpFetcher:
         lease = state.lease
         # A decoded (gzip) body may be longer than its Content-Length: then the length is unknown.
         known = response.content_length if "Content-Encoding" not in response.headers else None
-        async with paused(*state.clocks):  # waiting for memory is queueing: it spends no attempt or record time
-            await lease.reserve(known if known is not None else min(s.max_bytes, lease.budget.limit))
+        size = known if known is not None else min(s.max_bytes, lease.budget.limit)
+        if not lease.try_reserve(size):
+            async with paused(*state.clocks):  # waiting for memory is queueing: it spends no attempt or record time
+                await lease.reserve(size)
         state.reading_body = True
         chunks = []
         received = 0

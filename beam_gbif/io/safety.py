@@ -160,6 +160,8 @@ class CheckedResolver(AbstractResolver):
         self._inner = lookup or DefaultResolver()
         self._cache: dict[tuple[str, int, int], tuple[float, list[Any]]] = {}
         self._pending: dict[tuple[str, int, int], asyncio.Task] = {}
+        # check_host's decisions (host, port, policy) → until when; the connector still resolves through this resolver.
+        self.allowed_until: dict[tuple[str, int, AddressPolicy], float] = {}
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
         refuse_by_name(host)
@@ -194,10 +196,19 @@ class CheckedResolver(AbstractResolver):
 
 
 async def check_host(host: str, port: int, policy: AddressPolicy, resolver: CheckedResolver) -> None:
-    """Raises RefusedAddress unless ``host`` may be connected to; resolves names (no connection is made)."""
+    """Raises RefusedAddress unless ``host`` may be connected to; resolves names (no connection is made).
+
+    An allowed host is not checked again for the resolver's ``ttl`` (a refusal is never remembered): the
+    connection itself still resolves through ``resolver``, which drops refused addresses, so an answer
+    that changes after this check (DNS rebinding) is refused there."""
+    key = (host, port, policy)
+    now = time.monotonic()
+    if resolver.allowed_until.get(key, 0.0) > now:
+        return
     literal = ip_literal(host)
     if literal is not None:
         if not policy.allows(literal):
             raise RefusedAddress(f"address {literal} refused by the address policy ({policy.describe()})")
-        return
-    await resolver.resolve(host, port, socket.AF_UNSPEC)
+    else:
+        await resolver.resolve(host, port, socket.AF_UNSPEC)
+    resolver.allowed_until[key] = now + resolver.ttl

@@ -3,9 +3,10 @@ atomic-write rule of the project.
 
 The rule, for every file the project writes (media, stats.json, the archive cache): a file
 appears whole or not at all. Locally, bytes go to a hidden temp file in the same folder
-(``.<name>.<id>.tmp``), optionally fsync-ed, then renamed over the final name; a killed process
-leaves at most a temp file, which the next run removes. On GCS an object is one upload (the media
-Store, create-only), or a temp object renamed into place when it is streamed (``write_whole`` with a
+(``.<name>.<id>.tmp``, see local_files.py), then renamed over the final name; a killed process
+(even by SIGKILL) leaves at most a temp file, which the next run removes. Surviving a power loss
+is the file system's business unless a store is made with ``fsync=True``. On GCS an object is one
+upload (the media Store, create-only), or a temp object renamed into place when it is streamed (``write_whole`` with a
 ``fill`` function), because closing a streamed writer after a failure would still publish it.
 The manifest shards and ATTRIBUTION.csv are Beam file sinks, which publish by rename the same way.
 Stores are pickle-safe (the GCS client is created lazily, per process), so a DoFn can hold one.
@@ -23,31 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-TEMP_SUFFIX = ".tmp"
-
-
-def temp_name(name: str) -> str:
-    """The hidden temp file a write of ``name`` goes through (``is_temp_name`` recognises it)."""
-    return f".{name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
-
-
-def write_local(final: str, fill: Callable[[BinaryIO], Any], *, fsync: bool = False) -> None:
-    """The local half of the rule: temp file beside ``final``, then rename; the temp file never outlives a failure."""
-    folder, name = os.path.split(final)
-    temp = os.path.join(folder, temp_name(name))
-    try:
-        with open(temp, "wb") as handle:
-            fill(handle)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
+from beam_gbif.io.local_files import is_temp_name, write_local
 
 
 def write_whole(uri: str, data: bytes | Callable[[BinaryIO], Any], *, content_type: str = "") -> None:
@@ -55,11 +32,11 @@ def write_whole(uri: str, data: bytes | Callable[[BinaryIO], Any], *, content_ty
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    fill = data if callable(data) else (lambda out: out.write(data))
     if not is_gcs(uri):
         os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-        write_local(uri, fill)
+        write_local(uri, data)
         return
+    fill = data if callable(data) else (lambda out: out.write(data))
     temporary = f"{uri}.partial-{uuid.uuid4().hex[:12]}"
     try:
         with FileSystems.create(temporary, mime_type=content_type or "application/octet-stream",
@@ -96,16 +73,6 @@ def _clean_rel(rel: str) -> str:
     if rel.startswith("/") or any(p == ".." for p in parts):
         raise StoreError(f"path {rel!r} must stay inside the dataset root")
     return "/".join(parts)
-
-
-def is_temp_name(name: str) -> bool:
-    """True for the hidden temp files LocalStore.write_atomic uses (``.<name>.<id>.tmp``)."""
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
-
-
-def temp_target(name: str) -> str:
-    """The final name a temp file was written for (``.abc.jpg.1a2b3c.tmp`` → ``abc.jpg``)."""
-    return name[1:-len(TEMP_SUFFIX)].rsplit(".", 1)[0]
 
 
 class Store:
@@ -163,7 +130,7 @@ class Store:
 
 
 class LocalStore(Store):
-    def __init__(self, root: str | os.PathLike, fsync: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, fsync: bool = False) -> None:
         path = Path(root).expanduser()
         if path.exists() and not path.is_dir():
             raise StoreError(f"dataset root {str(path)!r} exists and is not a folder")
@@ -188,11 +155,11 @@ class LocalStore(Store):
         if folder not in self._folders:
             self._make_folder(folder)
         try:
-            write_local(final, lambda handle: handle.write(data), fsync=self.fsync)
+            write_local(final, data, fsync=self.fsync)
         except FileNotFoundError:  # the folder was removed since (by hand, or a --prune of another run): make it again
             self._folders.discard(folder)
             self._make_folder(folder)
-            write_local(final, lambda handle: handle.write(data), fsync=self.fsync)
+            write_local(final, data, fsync=self.fsync)
         return True
 
     def _make_folder(self, folder: str) -> None:
@@ -390,7 +357,7 @@ def _widen_http_pool(client: Any, size: int) -> None:
         pass
 
 
-def store_for(root: str | os.PathLike, fsync: bool = True) -> Store:
+def store_for(root: str | os.PathLike, fsync: bool = False) -> Store:
     """The store for a dataset root: ``gs://bucket/prefix`` or a local folder (created on first write)."""
     text = os.fspath(root)
     if not text:
